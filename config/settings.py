@@ -1,0 +1,185 @@
+"""Settings, read from the environment. Every variable is listed in .env.example."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from config.env import envbool, envchoice, envfloat, envint, envlist, envsecret, envstr, envurl
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(envstr("VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = envbool("DEBUG", False)
+TESTING = "pytest" in sys.modules or (len(sys.argv) > 1 and sys.argv[1] == "test")
+
+SECRET_KEY = envsecret("SECRET_KEY")
+if not SECRET_KEY:
+    if not (DEBUG or TESTING):
+        raise ImproperlyConfigured("SECRET_KEY is required when DEBUG is off (set SECRET_KEY or SECRET_KEY_FILE)")
+    SECRET_KEY = "insecure-development-key-do-not-use-in-production"  # noqa: S105
+
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if (DEBUG or TESTING) else [])
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS")
+SITE_URL = envurl("SITE_URL", "http://localhost:9002")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_prometheus",
+    "django_tasks_db",
+    "accounts",
+    "agents",
+    "workflows",
+    "approvals",
+    "observability",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "config.middleware.BodySizeLimitMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------------------
+DATABASE_URL = envstr("DATABASE_URL", f"sqlite:///{VAR_DIR / 'commandcenter.sqlite3'}")
+try:
+    _db = dj_database_url.parse(DATABASE_URL)
+except (ValueError, KeyError) as exc:
+    raise ImproperlyConfigured(f"DATABASE_URL is not a database URL this service understands: {exc}") from exc
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    Path(_db["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    # One writer at a time, taken when the transaction begins, so that web and worker queue for the write
+    # lock instead of failing with "database is locked" half-way through a transaction.
+    _db["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+elif _db["ENGINE"] == "django.db.backends.postgresql":
+    if envbool("DATABASE_POOL", not TESTING):
+        _db["OPTIONS"] = {
+            "pool": {
+                "min_size": envint("DATABASE_POOL_MIN", 1, minimum=0),
+                "max_size": envint("DATABASE_POOL_MAX", 10, minimum=1),
+                "timeout": envfloat("DATABASE_POOL_TIMEOUT", 10.0, minimum=0.1),
+            }
+        }
+        _db["CONN_MAX_AGE"] = 0
+    else:
+        _db["CONN_MAX_AGE"] = envint("DATABASE_CONN_MAX_AGE", 60, minimum=0)
+        _db["CONN_HEALTH_CHECKS"] = True
+    _db.setdefault("OPTIONS", {})["connect_timeout"] = envint("DATABASE_CONNECT_TIMEOUT", 5, minimum=1)
+else:
+    raise ImproperlyConfigured(f"DATABASE_URL must point to PostgreSQL or SQLite, not {_db['ENGINE']}")
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Background work ------------------------------------------------------------------------------------
+TASK_BACKEND = envchoice("TASK_BACKEND", "database", ("database", "rq"))
+if TASK_BACKEND == "database":
+    TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
+else:
+    REDIS_URL = envstr("REDIS_URL", "redis://127.0.0.1:6379/0")
+    INSTALLED_APPS += ["django_rq"]
+    RQ_QUEUES = {"default": {"URL": REDIS_URL}}
+    TASKS = {"default": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": ["default"]}}
+
+# Runner: see workflows/runner.py for what each knob governs.
+RUNNER_LEASE_SECONDS = envfloat("RUNNER_LEASE_SECONDS", 30.0, minimum=1.0)
+RUNNER_REAPER_INTERVAL = envfloat("RUNNER_REAPER_INTERVAL", 5.0, minimum=0.1)
+RUNNER_READY_GRACE_SECONDS = envfloat("RUNNER_READY_GRACE_SECONDS", 60.0, minimum=1.0)
+RUNNER_DEFAULT_TIMEOUT_SECONDS = envfloat("RUNNER_DEFAULT_TIMEOUT_SECONDS", 300.0, minimum=0.1)
+WORKER_POLL_INTERVAL = envfloat("WORKER_POLL_INTERVAL", 1.0, minimum=0.01)
+WORKER_SHUTDOWN_GRACE_SECONDS = envfloat("WORKER_SHUTDOWN_GRACE_SECONDS", 8.0, minimum=0.0)
+
+# Agents
+COMMAND_AGENT_ALLOWLIST = envlist("COMMAND_AGENT_ALLOWLIST", [])
+PYTHON_AGENT_ALLOWED_MODULES = envlist("PYTHON_AGENT_ALLOWED_MODULES", ["agents.demo"])
+HTTP_AGENT_TIMEOUT_SECONDS = envfloat("HTTP_AGENT_TIMEOUT_SECONDS", 10.0, minimum=0.1)
+HTTP_ALLOW_PRIVATE_ADDRESSES = envbool("HTTP_ALLOW_PRIVATE_ADDRESSES", DEBUG or TESTING)
+
+# API
+API_MAX_BODY_BYTES = envint("API_MAX_BODY_BYTES", 1_048_576, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
+
+# Workflow definitions synced by `manage.py sync_workflows` and `make run`
+WORKFLOW_DEFINITIONS_DIR = Path(envstr("WORKFLOW_DEFINITIONS_DIR", str(BASE_DIR / "workflows" / "definitions")))
+
+# --- Grafana deep links (the uids match deploy/grafana/provisioning) ------------------------------------
+GRAFANA_URL = envurl("GRAFANA_URL")
+GRAFANA_ORG_ID = envint("GRAFANA_ORG_ID", 1, minimum=1)
+GRAFANA_PROMETHEUS_UID = envstr("GRAFANA_PROMETHEUS_UID", "prometheus")
+GRAFANA_TEMPO_UID = envstr("GRAFANA_TEMPO_UID", "tempo")
+GRAFANA_LOKI_UID = envstr("GRAFANA_LOKI_UID", "loki")
+GRAFANA_WORKFLOW_DASHBOARD_UID = envstr("GRAFANA_WORKFLOW_DASHBOARD_UID", "workflow-overview")
+
+# --- Security -------------------------------------------------------------------------------------------
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if envbool("BEHIND_TLS_PROXY", False) else None
+SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", not DEBUG and not TESTING)
+CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", not DEBUG and not TESTING)
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 0, minimum=0)
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = envstr("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+# --- Logging --------------------------------------------------------------------------------------------
+LOG_LEVEL = envchoice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper()
+LOG_FORMAT = envchoice("LOG_FORMAT", "json" if not DEBUG else "text", ("json", "text"))
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json": {"()": "observability.logs.JsonFormatter"},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": LOG_FORMAT}},
+    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}
+
+PROMETHEUS_EXPORT_MIGRATIONS = False

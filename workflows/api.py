@@ -1,0 +1,242 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from ninja import Field, Header, Query, Router, Schema
+from ninja.pagination import LimitOffsetPagination, paginate
+from pydantic import model_validator
+
+from config.api import require_scope
+from workflows import runner, services
+from workflows.models import RunStatus, TriggerSource, Workflow, WorkflowRun
+
+router = Router(tags=["workflows"])
+
+
+class ErrorOut(Schema):
+    detail: Any
+
+
+class TriggerIn(Schema):
+    context: dict[str, Any] | None = Field(None, description="The run's context, an object.")
+    contextJson: dict[str, Any] | None = Field(None, description="Alias of context, as older clients send it.")
+
+    @model_validator(mode="after")
+    def one_context(self) -> TriggerIn:
+        if self.context is not None and self.contextJson is not None:
+            raise ValueError("send either context or contextJson, not both")
+        return self
+
+    def value(self) -> dict[str, Any]:
+        return self.context if self.context is not None else (self.contextJson or {})
+
+
+class Links(Schema):
+    self: str
+    admin: str
+    cancel: str
+
+
+class RunOut(Schema):
+    id: uuid.UUID
+    workflow: str
+    status: str
+    trigger: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_seconds: float | None
+    error: str
+    trace_id: str
+    links: Links
+
+    @staticmethod
+    def resolve_workflow(run: WorkflowRun) -> str:
+        return run.workflow_slug
+
+    @staticmethod
+    def resolve_links(run: WorkflowRun) -> dict[str, str]:
+        return run_links(run)
+
+
+class StepOut(Schema):
+    key: str
+    status: str
+    attempts: int
+    output: Any
+    error: str
+
+
+class AttemptOut(Schema):
+    step: str
+    attempt: int
+    status: str
+    agent_type: str
+    action: str
+    input: Any
+    output: Any
+    error_type: str
+    error_message: str
+    worker_id: str
+    started_at: datetime
+    finished_at: datetime | None
+    duration_seconds: float | None
+
+    @staticmethod
+    def resolve_step(attempt: Any) -> str:
+        return str(attempt.step.key)
+
+
+class TransitionOut(Schema):
+    from_status: str
+    to_status: str
+    reason: str
+    actor: str
+    at: datetime
+
+
+class RunDetailOut(RunOut):
+    context: dict[str, Any]
+    rerun_of: uuid.UUID | None = Field(None, alias="rerun_of_id")
+    steps: list[StepOut]
+    attempts: list[AttemptOut]
+    transitions: list[TransitionOut]
+
+    @staticmethod
+    def resolve_steps(run: WorkflowRun) -> Any:
+        return run.steps.all()
+
+    @staticmethod
+    def resolve_attempts(run: WorkflowRun) -> Any:
+        return run.attempts.select_related("step").all()
+
+    @staticmethod
+    def resolve_transitions(run: WorkflowRun) -> Any:
+        return run.transitions.all()
+
+
+class NodeOut(Schema):
+    key: str
+    agent: str
+    action: str
+    depends_on: list[str]
+    requires_approval: bool
+
+    @staticmethod
+    def resolve_agent(node: Any) -> str:
+        return str(node.agent.slug)
+
+
+class WorkflowOut(Schema):
+    slug: str
+    name: str
+    description: str
+    enabled: bool
+    version: int
+
+
+class WorkflowDetailOut(WorkflowOut):
+    nodes: list[NodeOut]
+
+    @staticmethod
+    def resolve_nodes(workflow: Workflow) -> Any:
+        return workflow.nodes.select_related("agent").all()
+
+
+class RunFilters(Schema):
+    status: RunStatus | None = None
+    workflow: str | None = None
+
+
+def run_links(run: WorkflowRun) -> dict[str, str]:
+    base = settings.SITE_URL
+    return {
+        "self": f"{base}/api/runs/{run.id}",
+        "admin": base + reverse("admin:workflows_workflowrun_change", args=[run.id]),
+        "cancel": f"{base}/api/runs/{run.id}/cancel",
+    }
+
+
+def _actor(request: HttpRequest) -> str:
+    return getattr(request.user, "username", "") or "api"
+
+
+@router.post(
+    "/workflows/{slug}/trigger",
+    response={202: RunOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut},
+    summary="Start a run of a workflow",
+)
+def trigger(
+    request: HttpRequest,
+    slug: str,
+    payload: TriggerIn | None = None,
+    idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=200),
+) -> tuple[int, WorkflowRun]:
+    require_scope(request, "trigger")
+    workflow = get_object_or_404(Workflow, slug=slug)
+    token = getattr(request, "api_token", None)
+    run, _ = services.trigger_workflow(
+        workflow,
+        context=payload.value() if payload else {},
+        trigger=TriggerSource.API,
+        trigger_detail=f"token {token.prefix}" if token else "session",
+        user=request.user,
+        idempotency_key=idempotency_key or None,
+    )
+    return 202, run
+
+
+@router.get("/runs", response=list[RunOut], summary="List runs, newest first")
+@paginate(LimitOffsetPagination)
+def list_runs(request: HttpRequest, filters: Query[RunFilters]) -> Any:
+    require_scope(request, "read")
+    runs = WorkflowRun.objects.select_related("workflow").order_by("-created_at")
+    if filters.status:
+        runs = runs.filter(status=filters.status)
+    if filters.workflow:
+        runs = runs.filter(workflow__slug=filters.workflow)
+    return runs
+
+
+@router.get("/runs/{run_id}", response={200: RunDetailOut, 404: ErrorOut}, summary="A run with its step attempts")
+def get_run(request: HttpRequest, run_id: uuid.UUID) -> WorkflowRun:
+    require_scope(request, "read")
+    return get_object_or_404(WorkflowRun, id=run_id)
+
+
+@router.post("/runs/{run_id}/cancel", response={200: RunOut, 404: ErrorOut, 409: ErrorOut}, summary="Cancel a run")
+def cancel_run(request: HttpRequest, run_id: uuid.UUID) -> WorkflowRun:
+    require_scope(request, "trigger")
+    run = get_object_or_404(WorkflowRun, id=run_id)
+    runner.cancel_run(run, reason=f"cancelled by {_actor(request)} via api", actor=_actor(request))
+    return run
+
+
+@router.post(
+    "/runs/{run_id}/retry",
+    response={200: RunOut, 404: ErrorOut, 409: ErrorOut},
+    summary="Re-run the failed steps",
+)
+def retry_run(request: HttpRequest, run_id: uuid.UUID) -> WorkflowRun:
+    require_scope(request, "trigger")
+    run = get_object_or_404(WorkflowRun, id=run_id)
+    runner.retry_run(run, actor=_actor(request))
+    return run
+
+
+@router.get("/workflows", response=list[WorkflowOut], summary="List workflows")
+def list_workflows(request: HttpRequest) -> Any:
+    require_scope(request, "read")
+    return Workflow.objects.all()
+
+
+@router.get("/workflows/{slug}", response={200: WorkflowDetailOut, 404: ErrorOut}, summary="A workflow and its steps")
+def get_workflow(request: HttpRequest, slug: str) -> Workflow:
+    require_scope(request, "read")
+    return get_object_or_404(Workflow, slug=slug)

@@ -1,0 +1,109 @@
+"""What the runner reports as it works: structured log events, metrics and spans hang off these calls.
+
+The runner calls these functions at each point of interest; observability decides what to make of them,
+so the state machine stays free of telemetry code.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+
+if TYPE_CHECKING:
+    from agents.models import AgentRun
+    from workflows.models import RunStep, WorkflowRun
+
+logger = logging.getLogger("workflows.runs")
+
+
+def run_transitioned(run: WorkflowRun, previous: str, target: str, *, reason: str, actor: str) -> None:
+    logger.info(
+        "run %s %s -> %s",
+        run.id,
+        previous or "(new)",
+        target,
+        extra={
+            "event": "run.transition",
+            "run_id": str(run.id),
+            "workflow": run.workflow_slug,
+            "from_status": previous,
+            "to_status": target,
+            "reason": reason,
+            "actor": actor,
+        },
+    )
+
+
+def attempt_finished(run: WorkflowRun, step: RunStep, attempt: AgentRun, node: dict[str, Any]) -> None:
+    log = logger.info if attempt.status == "SUCCESS" else logger.warning
+    log(
+        "step %s attempt %s %s",
+        step.key,
+        attempt.attempt,
+        attempt.status,
+        extra={
+            "event": "step.attempt",
+            "run_id": str(run.id),
+            "workflow": run.workflow_slug,
+            "step": step.key,
+            "attempt": attempt.attempt,
+            "status": attempt.status,
+            "agent_type": attempt.agent_type,
+            "error_type": attempt.error_type,
+            "duration_seconds": attempt.duration_seconds,
+        },
+    )
+
+
+def retry_scheduled(run: WorkflowRun, step: RunStep, node: dict[str, Any], *, reason: str, delay: float) -> None:
+    logger.info(
+        "step %s retry in %.2fs (%s)",
+        step.key,
+        delay,
+        reason,
+        extra={
+            "event": "step.retry",
+            "run_id": str(run.id),
+            "step": step.key,
+            "reason": reason,
+            "delay": delay,
+        },
+    )
+
+
+def attempt_started(run: WorkflowRun, step: RunStep, attempt: AgentRun, node: dict[str, Any]) -> None:
+    logger.debug(
+        "step %s attempt %s started",
+        step.key,
+        attempt.attempt,
+        extra={"event": "step.start", "run_id": str(run.id), "step": step.key, "attempt": attempt.attempt},
+    )
+
+
+def attempt_scope(
+    run: WorkflowRun, step: RunStep, attempt: AgentRun, node: dict[str, Any]
+) -> AbstractContextManager[Any]:
+    """Wraps the execution of one attempt (the agent.execute span lives here)."""
+    return nullcontext()
+
+
+def current_context() -> Any:
+    return otel_context.get_current()
+
+
+def attach_context(ctx: Any) -> Any:
+    return otel_context.attach(ctx)
+
+
+def detach_context(token: Any) -> None:
+    otel_context.detach(token)
+
+
+def run_closing(run: WorkflowRun) -> None:
+    """The run is about to end while steps may still be open: close what waits on it."""
+    from approvals.services import cancel_open_requests
+
+    cancel_open_requests(run)

@@ -1,0 +1,570 @@
+"""The runner: claims ready steps, executes them under a lease, and moves runs through their DAG.
+
+Our tables are the truth; the task queue only carries "work on step X", at least once. Every claim is a
+conditional UPDATE (``status=READY`` -> ``RUNNING``), so a duplicate delivery finds nothing to claim.
+Everything that decides what happens next (step finished, failed, lease expired, run cancelled) runs in a
+transaction that first locks the run row, so the decisions for one run are serialised across workers.
+
+A worker that finishes a step claims the next ready step of the same run inside that transaction and runs
+it directly, so a sequential chain pays no queue latency per step; further ready steps are enqueued for
+other workers. A claimed step holds a lease that the executing worker renews; the reaper
+(``reap_expired_leases``) closes attempts whose lease expired and re-queues or fails the step per its
+retry policy, and re-enqueues READY steps whose queue message was lost (``requeue_stale_ready``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+from django.conf import settings
+from django.db import connections, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from agents.executors import UnknownAgentType, executor_class
+from agents.executors.base import AgentError, StepCancelled, StepContext
+from agents.models import Agent, AgentRun
+from workflows import events
+from workflows.models import (
+    ACTIVE_RUN_STATUSES,
+    OPEN_STEP_STATUSES,
+    InvalidTransition,
+    RunStatus,
+    RunStep,
+    StepStatus,
+    WorkflowRun,
+)
+from workflows.templating import TemplateError, render_inputs
+
+logger = logging.getLogger("workflows.runner")
+
+# Set by the worker on SIGTERM: no new inline claims, and a running step is released after the grace.
+shutdown_requested = threading.Event()
+_shutdown_at: list[float] = []
+
+
+def request_shutdown() -> None:
+    if not shutdown_requested.is_set():
+        _shutdown_at.append(time.monotonic())
+        shutdown_requested.set()
+
+
+def worker_id() -> str:
+    """Identifies this process in leases and attempt rows (host:pid, so it is right after a fork)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def lease_delta() -> timedelta:
+    return timedelta(seconds=settings.RUNNER_LEASE_SECONDS)
+
+
+def backoff_delay(retry: dict[str, Any], failed_attempt: int) -> float:
+    """Delay before the attempt after ``failed_attempt``: exponential, capped, with +-jitter."""
+    delay = min(float(retry["backoff_seconds"]) * 2 ** (failed_attempt - 1), float(retry["backoff_max_seconds"]))
+    jitter = float(retry.get("jitter", 0))
+    return max(0.0, delay * (1 + random.uniform(-jitter, jitter)))
+
+
+def enqueue_step(step_id: int, run_after: datetime | None = None) -> None:
+    from workflows.tasks import execute_step
+
+    task = execute_step if run_after is None else execute_step.using(run_after=run_after)
+    task.enqueue(step_id)
+
+
+def _enqueue_on_commit(step_id: int, run_after: datetime | None = None) -> None:
+    transaction.on_commit(partial(enqueue_step, step_id, run_after))
+
+
+# --- Claiming and executing -----------------------------------------------------------------------------
+
+
+def claim(step_id: int, worker: str) -> bool:
+    """Takes a READY step whose time has come; False when another worker (or nothing) got there first."""
+    now = timezone.now()
+    updated = (
+        RunStep.objects.filter(id=step_id, status=StepStatus.READY, run__status__in=ACTIVE_RUN_STATUSES)
+        .filter(Q(run_after__isnull=True) | Q(run_after__lte=now))
+        .update(
+            status=StepStatus.RUNNING,
+            attempts=F("attempts") + 1,
+            worker_id=worker,
+            lease_expires_at=now + lease_delta(),
+            started_at=now,
+            finished_at=None,
+        )
+    )
+    return updated == 1
+
+
+def run_step(step_id: int) -> None:
+    """Entry point of the task: claim the step, run it, and keep going inline while the run has work."""
+    worker = worker_id()
+    next_id: int | None = step_id if claim(step_id, worker) else None
+    while next_id is not None:
+        next_id = execute_claimed(next_id, worker)
+
+
+@dataclass
+class Outcome:
+    status: str  # an AgentRun.Status value, or RELEASED
+    output: dict[str, Any] | None = None
+    error_type: str = ""
+    error_message: str = ""
+    permanent: bool = False
+
+
+RELEASED = "RELEASED"
+
+
+def _upstream_scope(run: WorkflowRun) -> dict[str, Any]:
+    outputs = RunStep.objects.filter(run=run, status=StepStatus.SUCCESS).values_list("key", "output")
+    return {
+        "context": run.context,
+        "run": {"id": str(run.id), "workflow": run.workflow_slug, "trigger": run.trigger},
+        "steps": {key: {"output": output} for key, output in outputs},
+    }
+
+
+def execute_claimed(step_id: int, worker: str) -> int | None:
+    """Runs one attempt of a step this worker has claimed; returns the next step it claimed inline."""
+    step = RunStep.objects.select_related("run").get(id=step_id)
+    run = step.run
+    if run.status == RunStatus.PENDING:
+        with transaction.atomic():
+            locked = WorkflowRun.objects.select_for_update().get(id=run.id)
+            if locked.status == RunStatus.PENDING:
+                locked.transition(RunStatus.RUNNING, reason=f"step {step.key} started", actor=worker)
+            run = locked
+    node = run.node(step.key)
+    started = timezone.now()
+    attempt = AgentRun(
+        run=run,
+        step=step,
+        attempt=step.attempts,
+        agent_type=node["agent_type"],
+        action=node["action"],
+        worker_id=worker,
+        lease_expires_at=step.lease_expires_at,
+        started_at=started,
+    )
+    outcome: Outcome | None = None
+    agent = Agent.objects.filter(slug=node["agent"]).first()
+    attempt.agent = agent
+    try:
+        attempt.input = render_inputs(node["inputs"], _upstream_scope(run))
+    except TemplateError as exc:
+        outcome = Outcome(AgentRun.Status.FAILED, error_type="TemplateError", error_message=str(exc), permanent=True)
+    if outcome is None:
+        if agent is None:
+            msg = f"agent {node['agent']!r} does not exist"
+            outcome = Outcome(AgentRun.Status.FAILED, error_type="AgentUnavailable", error_message=msg, permanent=True)
+        elif not agent.enabled:
+            msg = f"agent {agent.slug!r} is disabled"
+            outcome = Outcome(AgentRun.Status.FAILED, error_type="AgentUnavailable", error_message=msg, permanent=True)
+    attempt.save(force_insert=True)
+    events.attempt_started(run, step, attempt, node)
+    if outcome is None:
+        assert agent is not None
+        with events.attempt_scope(run, step, attempt, node):
+            outcome = _supervise(run, step, attempt, node, agent, worker)
+    return _finish_attempt(run.id, step.id, attempt, node, worker, outcome)
+
+
+def _supervise(
+    run: WorkflowRun, step: RunStep, attempt: AgentRun, node: dict[str, Any], agent: Agent, worker: str
+) -> Outcome:
+    """Runs the executor in a thread while this thread renews the lease and enforces the timeout."""
+    timeout = float(node.get("timeout_seconds") or settings.RUNNER_DEFAULT_TIMEOUT_SECONDS)
+    ctx = StepContext(
+        run_id=str(run.id),
+        workflow=run.workflow_slug,
+        step_key=step.key,
+        attempt=step.attempts - step.attempt_offset,
+        deadline=time.monotonic() + timeout,
+    )
+    try:
+        executor = executor_class(agent.type)(agent.config)
+    except UnknownAgentType as exc:
+        return Outcome(AgentRun.Status.FAILED, error_type="AgentUnavailable", error_message=str(exc), permanent=True)
+    box: dict[str, Any] = {}
+    parent_context = events.current_context()
+
+    def target() -> None:
+        token = events.attach_context(parent_context)
+        try:
+            box["output"] = executor.execute(node["action"], attempt.input, ctx)
+        except BaseException as exc:
+            box["error"] = exc
+        finally:
+            events.detach_context(token)
+            connections.close_all()
+
+    thread = threading.Thread(target=target, name=f"step-{step.id}-{step.attempts}", daemon=True)
+    thread.start()
+    renew_every = min(settings.RUNNER_LEASE_SECONDS / 3, 2.0)
+    next_renewal = time.monotonic() + renew_every
+    while True:
+        now = time.monotonic()
+        wake = min(next_renewal, ctx.deadline)
+        if shutdown_requested.is_set():
+            wake = min(wake, _shutdown_at[0] + settings.WORKER_SHUTDOWN_GRACE_SECONDS)
+        thread.join(max(0.0, wake - now))
+        if not thread.is_alive():
+            break
+        now = time.monotonic()
+        if now >= ctx.deadline:
+            ctx.cancelled.set()
+            return Outcome(
+                AgentRun.Status.TIMED_OUT,
+                error_type="StepTimeout",
+                error_message=f"step did not finish within its timeout of {timeout:g}s",
+            )
+        if shutdown_requested.is_set() and now >= _shutdown_at[0] + settings.WORKER_SHUTDOWN_GRACE_SECONDS:
+            ctx.cancelled.set()
+            return Outcome(RELEASED, error_type="WorkerShutdown", error_message="released: worker shutting down")
+        if now >= next_renewal:
+            if not _renew_lease(step, attempt, worker):
+                ctx.cancelled.set()
+                return Outcome(AgentRun.Status.CANCELLED, error_type="LeaseLost", error_message="step taken away")
+            next_renewal = now + renew_every
+    if "error" in box:
+        return _classify(box["error"])
+    output = box.get("output")
+    if not isinstance(output, dict):
+        msg = f"agent returned {type(output).__name__}, expected a JSON object"
+        return Outcome(AgentRun.Status.FAILED, error_type="InvalidOutput", error_message=msg, permanent=True)
+    try:
+        json.dumps(output)
+    except (TypeError, ValueError) as exc:
+        msg = f"agent output is not JSON-serialisable: {exc}"
+        return Outcome(AgentRun.Status.FAILED, error_type="InvalidOutput", error_message=msg, permanent=True)
+    return Outcome(AgentRun.Status.SUCCESS, output=output)
+
+
+def _classify(exc: BaseException) -> Outcome:
+    if isinstance(exc, StepCancelled):
+        return Outcome(AgentRun.Status.CANCELLED, error_type="StepCancelled", error_message=str(exc))
+    permanent = bool(getattr(exc, "permanent", False)) if isinstance(exc, AgentError) else False
+    error_type = type(exc).__name__
+    return Outcome(AgentRun.Status.FAILED, error_type=error_type, error_message=str(exc)[:5000], permanent=permanent)
+
+
+def _renew_lease(step: RunStep, attempt: AgentRun, worker: str) -> bool:
+    expires = timezone.now() + lease_delta()
+    renewed = RunStep.objects.filter(
+        id=step.id, status=StepStatus.RUNNING, worker_id=worker, attempts=step.attempts
+    ).update(lease_expires_at=expires)
+    if renewed:
+        AgentRun.objects.filter(id=attempt.id).update(lease_expires_at=expires)
+    return renewed == 1
+
+
+def _close_attempt(attempt: AgentRun, outcome: Outcome, now: datetime) -> None:
+    attempt.status = AgentRun.Status.CANCELLED if outcome.status == RELEASED else outcome.status
+    attempt.output = outcome.output
+    attempt.error_type = outcome.error_type
+    attempt.error_message = outcome.error_message
+    attempt.finished_at = now
+    attempt.duration_seconds = (now - attempt.started_at).total_seconds()
+    attempt.lease_expires_at = None
+    attempt.save(
+        update_fields=[
+            "status",
+            "output",
+            "error_type",
+            "error_message",
+            "finished_at",
+            "duration_seconds",
+            "lease_expires_at",
+        ]
+    )
+
+
+def _finish_attempt(
+    run_id: Any, step_id: int, attempt: AgentRun, node: dict[str, Any], worker: str, outcome: Outcome
+) -> int | None:
+    with transaction.atomic():
+        run = WorkflowRun.objects.select_for_update().get(id=run_id)
+        step = RunStep.objects.select_for_update().get(id=step_id)
+        now = timezone.now()
+        owned = step.status == StepStatus.RUNNING and step.worker_id == worker and step.attempts == attempt.attempt
+        if not owned:
+            # Cancelled, failed by another branch, or reaped after our lease expired: the attempt's result
+            # no longer decides anything.
+            if outcome.status == AgentRun.Status.SUCCESS:
+                outcome = Outcome(AgentRun.Status.CANCELLED, output=outcome.output, error_type="StepNoLongerOwned")
+            if not outcome.error_message:
+                outcome.error_message = f"step became {step.status} while this attempt ran; result discarded"
+            if outcome.status not in (AgentRun.Status.CANCELLED, RELEASED):
+                outcome.status = AgentRun.Status.CANCELLED
+            if AgentRun.objects.filter(id=attempt.id, status=AgentRun.Status.RUNNING).exists():
+                _close_attempt(attempt, outcome, now)
+                events.attempt_finished(run, step, attempt, node)
+            return None
+        _close_attempt(attempt, outcome, now)
+        events.attempt_finished(run, step, attempt, node)
+        step.lease_expires_at = None
+        step.worker_id = ""
+        if outcome.status == RELEASED:
+            step.status = StepStatus.READY
+            step.attempt_offset += 1
+            step.ready_at = now
+            step.run_after = None
+            step.save(
+                update_fields=[
+                    "status",
+                    "attempt_offset",
+                    "ready_at",
+                    "run_after",
+                    "lease_expires_at",
+                    "worker_id",
+                ]
+            )
+            _enqueue_on_commit(step.id)
+            return None
+        if outcome.status == AgentRun.Status.SUCCESS:
+            step.status = StepStatus.SUCCESS
+            step.output = outcome.output
+            step.error = ""
+            step.finished_at = now
+            step.save(update_fields=["status", "output", "error", "finished_at", "lease_expires_at", "worker_id"])
+            return advance(run, now, inline_worker=worker)
+        handle_failure(run, step, node, outcome.error_type, outcome.error_message, outcome.permanent, now)
+        return None
+
+
+def handle_failure(
+    run: WorkflowRun,
+    step: RunStep,
+    node: dict[str, Any],
+    error_type: str,
+    message: str,
+    permanent: bool,
+    now: datetime,
+    *,
+    immediate: bool = False,
+) -> None:
+    """Retries the step per its policy, or fails it and the run. Caller holds the run lock."""
+    counted = step.attempts - step.attempt_offset
+    max_attempts = int(node["retry"]["max_attempts"])
+    step.error = f"{error_type}: {message}"[:5000]
+    step.lease_expires_at = None
+    step.worker_id = ""
+    if not permanent and counted < max_attempts:
+        delay = 0.0 if immediate else backoff_delay(node["retry"], counted)
+        run_after = now + timedelta(seconds=delay)
+        step.status = StepStatus.READY
+        step.run_after = run_after
+        step.ready_at = run_after
+        step.save(update_fields=["status", "run_after", "ready_at", "error", "lease_expires_at", "worker_id"])
+        events.retry_scheduled(run, step, node, reason=error_type, delay=delay)
+        _enqueue_on_commit(step.id, run_after if delay > 0 else None)
+        return
+    step.status = StepStatus.FAILED
+    step.finished_at = now
+    step.save(update_fields=["status", "finished_at", "error", "lease_expires_at", "worker_id"])
+    tries = f"{counted} attempt{'s' if counted != 1 else ''}"
+    fail_run(run, f"step '{step.key}' failed after {tries}: {error_type}: {message}", now)
+
+
+def _close_open_steps(run: WorkflowRun, now: datetime) -> None:
+    RunStep.objects.filter(run=run, status__in=OPEN_STEP_STATUSES).update(
+        status=StepStatus.CANCELLED, finished_at=now, lease_expires_at=None
+    )
+    events.run_closing(run)
+
+
+def fail_run(run: WorkflowRun, reason: str, now: datetime) -> None:
+    """Fails the run: every step still open is cancelled (fail fast). Caller holds the run lock."""
+    _close_open_steps(run, now)
+    run.transition(RunStatus.FAILED, reason=reason)
+
+
+def advance(run: WorkflowRun, now: datetime, *, inline_worker: str | None = None) -> int | None:
+    """Makes every step whose dependencies all succeeded ready (or gated), then settles the run status.
+
+    With ``inline_worker`` the first ready step is claimed for that worker in this same transaction and its
+    id returned, so the caller runs it next without a trip through the queue. Caller holds the run lock.
+    """
+    steps = list(RunStep.objects.filter(run=run))
+    status_of = {s.key: s.status for s in steps}
+    inline: int | None = None
+    for step in steps:
+        if step.status != StepStatus.PENDING:
+            continue
+        node = run.node(step.key)
+        if any(status_of[dep] != StepStatus.SUCCESS for dep in node["depends_on"]):
+            continue
+        if node["approval"]["required"]:
+            from approvals.services import open_gate
+
+            open_gate(run, step, node, now)
+        elif inline is None and inline_worker is not None and not shutdown_requested.is_set():
+            step.status = StepStatus.RUNNING
+            step.attempts += 1
+            step.worker_id = inline_worker
+            step.lease_expires_at = now + lease_delta()
+            step.started_at = now
+            step.ready_at = now
+            step.save(
+                update_fields=[
+                    "status",
+                    "attempts",
+                    "worker_id",
+                    "lease_expires_at",
+                    "started_at",
+                    "ready_at",
+                ]
+            )
+            inline = step.id
+        else:
+            step.status = StepStatus.READY
+            step.ready_at = now
+            step.save(update_fields=["status", "ready_at"])
+            _enqueue_on_commit(step.id)
+        status_of[step.key] = step.status
+    settle(run, set(status_of.values()), now)
+    return inline
+
+
+def settle(run: WorkflowRun, statuses: set[str], now: datetime) -> None:
+    """Derives the run status from its steps' statuses. Caller holds the run lock."""
+    if run.is_terminal:
+        return
+    if statuses == {StepStatus.SUCCESS}:
+        run.transition(RunStatus.SUCCESS)
+    elif StepStatus.RUNNING in statuses or (StepStatus.READY in statuses and run.status != RunStatus.PENDING):
+        if run.status != RunStatus.RUNNING:
+            run.transition(RunStatus.RUNNING)
+    elif StepStatus.READY in statuses:
+        pass  # still PENDING: queued, no worker has started it yet
+    elif StepStatus.WAITING_APPROVAL in statuses:
+        if run.status != RunStatus.WAITING_APPROVAL:
+            run.transition(RunStatus.WAITING_APPROVAL)
+    else:
+        fail_run(run, "no step can make progress (steps: " + ", ".join(sorted(statuses)) + ")", now)
+
+
+# --- Operator actions -----------------------------------------------------------------------------------
+
+
+def cancel_run(run: WorkflowRun, *, reason: str, actor: str) -> None:
+    """Cancels a run in flight; workers running its steps notice at their next lease renewal."""
+    with transaction.atomic():
+        locked = WorkflowRun.objects.select_for_update().get(id=run.id)
+        if locked.is_terminal:
+            raise InvalidTransition("run", locked.status, RunStatus.CANCELLED)
+        now = timezone.now()
+        _close_open_steps(locked, now)
+        locked.transition(RunStatus.CANCELLED, reason=reason, actor=actor)
+    run.refresh_from_db()
+
+
+def retry_run(run: WorkflowRun, *, actor: str) -> None:
+    """Re-runs the failed (and the cancelled) steps of a FAILED run, with a fresh retry budget."""
+    with transaction.atomic():
+        locked = WorkflowRun.objects.select_for_update().get(id=run.id)
+        if locked.status != RunStatus.FAILED:
+            raise InvalidTransition("run", locked.status, RunStatus.RUNNING)
+        for step in RunStep.objects.filter(run=locked, status__in=(StepStatus.FAILED, StepStatus.CANCELLED)):
+            step.status = StepStatus.PENDING
+            step.attempt_offset = step.attempts
+            step.error = ""
+            step.finished_at = None
+            step.run_after = None
+            step.save(update_fields=["status", "attempt_offset", "error", "finished_at", "run_after"])
+        now = timezone.now()
+        locked.transition(RunStatus.RUNNING, reason="retry of failed steps", actor=actor)
+        advance(locked, now)
+    run.refresh_from_db()
+
+
+# --- Maintenance ----------------------------------------------------------------------------------------
+
+
+def reap_expired_leases(limit: int = 100) -> int:
+    """Closes attempts whose worker stopped renewing the lease; re-queues or fails their steps."""
+    now = timezone.now()
+    expired = list(
+        RunStep.objects.filter(status=StepStatus.RUNNING, lease_expires_at__lt=now).values_list("id", "run_id")[:limit]
+    )
+    reaped = 0
+    for step_id, run_id in expired:
+        with transaction.atomic():
+            run = WorkflowRun.objects.select_for_update().get(id=run_id)
+            step = RunStep.objects.select_for_update().get(id=step_id)
+            if step.status != StepStatus.RUNNING or step.lease_expires_at is None or step.lease_expires_at >= now:
+                continue
+            node = run.node(step.key)
+            message = (
+                f"worker {step.worker_id or '?'} stopped renewing its lease, which expired at "
+                f"{step.lease_expires_at.isoformat(timespec='seconds')}"
+            )
+            attempt = AgentRun.objects.filter(step=step, attempt=step.attempts).first()
+            if attempt is None:
+                # The worker died between claiming the step and recording the attempt.
+                attempt = AgentRun(
+                    run=run,
+                    step=step,
+                    attempt=step.attempts,
+                    agent_type=node["agent_type"],
+                    action=node["action"],
+                    worker_id=step.worker_id,
+                    started_at=step.started_at or now,
+                )
+                attempt.save(force_insert=True)
+            if attempt.status == AgentRun.Status.RUNNING:
+                _close_attempt(
+                    attempt,
+                    Outcome(AgentRun.Status.LOST, error_type="WorkerLost", error_message=message),
+                    now,
+                )
+                events.attempt_finished(run, step, attempt, node)
+            handle_failure(run, step, node, "WorkerLost", message, False, now, immediate=True)
+            reaped += 1
+            logger.warning(
+                "reaped step %s of run %s",
+                step.key,
+                run.id,
+                extra={"event": "step.reaped", "run_id": str(run.id)},
+            )
+    return reaped
+
+
+def requeue_stale_ready(limit: int = 100) -> int:
+    """Re-enqueues READY steps that nobody claimed within the grace period (a lost queue message)."""
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=settings.RUNNER_READY_GRACE_SECONDS)
+    stale = list(
+        RunStep.objects.filter(
+            status=StepStatus.READY, ready_at__lt=cutoff, run__status__in=ACTIVE_RUN_STATUSES
+        ).values_list("id", "ready_at")[:limit]
+    )
+    requeued = 0
+    for step_id, ready_at in stale:
+        if RunStep.objects.filter(id=step_id, status=StepStatus.READY, ready_at=ready_at).update(ready_at=now):
+            enqueue_step(step_id)
+            requeued += 1
+    return requeued
+
+
+def maintenance() -> dict[str, int]:
+    """One pass of the periodic work every worker does; safe to run from many workers at once."""
+    from approvals.services import expire_requests
+
+    return {
+        "reaped": reap_expired_leases(),
+        "requeued": requeue_stale_ready(),
+        "expired_approvals": expire_requests(),
+    }
