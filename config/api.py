@@ -11,6 +11,7 @@ from ninja.errors import AuthenticationError
 from ninja.security import HttpBearer, SessionAuth
 
 from accounts.models import ApiToken
+from approvals.services import ApprovalError
 from workflows.models import InvalidTransition
 from workflows.services import IdempotencyConflict, WorkflowDisabled
 
@@ -82,4 +83,10 @@ def idempotency_conflict(request: HttpRequest, exc: IdempotencyConflict) -> Http
     return api.create_response(request, {"detail": str(exc), "run_id": str(exc.run.id)}, status=422)
 
 
+@api.exception_handler(ApprovalError)
+def approval_refused(request: HttpRequest, exc: ApprovalError) -> HttpResponse:
+    return api.create_response(request, {"detail": str(exc), **exc.details}, status=exc.status_code)
+
+
 api.add_router("", "workflows.api.router")
+api.add_router("", "approvals.api.router")

@@ -14,6 +14,7 @@ from opentelemetry import context as otel_context
 
 if TYPE_CHECKING:
     from agents.models import AgentRun
+    from approvals.models import ApprovalRequest
     from workflows.models import RunStep, WorkflowRun
 
 logger = logging.getLogger("workflows.runs")
@@ -107,3 +108,41 @@ def run_closing(run: WorkflowRun) -> None:
     from approvals.services import cancel_open_requests
 
     cancel_open_requests(run)
+
+
+def approval_requested(request: ApprovalRequest) -> None:
+    """A gated step now waits for operators (the approval.wait span starts at ``request.requested_at``)."""
+    logger.info(
+        "step %s of run %s waits for approval",
+        request.node_key,
+        request.run_id,
+        extra={
+            "event": "approval.requested",
+            "run_id": str(request.run_id),
+            "step": request.node_key,
+            "approval_id": request.pk,
+            "required_approvals": request.required_approvals,
+            "expires_at": request.expires_at.isoformat() if request.expires_at else None,
+        },
+    )
+
+
+def approval_decided(request: ApprovalRequest, decision: str, approver: str, channel: str, wait_seconds: float) -> None:
+    """A request reached its outcome (approved, rejected, expired or cancelled); called after commit."""
+    logger.info(
+        "approval of step %s in run %s: %s after %.1fs",
+        request.node_key,
+        request.run_id,
+        decision,
+        wait_seconds,
+        extra={
+            "event": "approval.outcome",
+            "run_id": str(request.run_id),
+            "step": request.node_key,
+            "approval_id": request.pk,
+            "decision": decision,
+            "approver": approver,
+            "channel": channel,
+            "wait_seconds": wait_seconds,
+        },
+    )

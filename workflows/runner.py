@@ -391,6 +391,25 @@ def fail_run(run: WorkflowRun, reason: str, now: datetime) -> None:
     run.transition(RunStatus.FAILED, reason=reason)
 
 
+def reject_run(run: WorkflowRun, reason: str, actor: str, now: datetime) -> None:
+    """An approval gate was rejected (or expired): every step still open is cancelled. Caller holds the run lock."""
+    _close_open_steps(run, now)
+    run.transition(RunStatus.REJECTED, reason=reason, actor=actor)
+
+
+def release_gate(run: WorkflowRun, step: RunStep, now: datetime) -> None:
+    """An approval gate was approved: the step becomes READY and is queued once the caller's transaction
+    commits, and the run goes back to RUNNING. Caller holds the run lock."""
+    if step.status != StepStatus.WAITING_APPROVAL:
+        raise InvalidTransition("step", step.status, StepStatus.READY)
+    step.status = StepStatus.READY
+    step.ready_at = now
+    step.run_after = None
+    step.save(update_fields=["status", "ready_at", "run_after"])
+    _enqueue_on_commit(step.id)
+    settle(run, set(RunStep.objects.filter(run=run).values_list("status", flat=True)), now)
+
+
 def advance(run: WorkflowRun, now: datetime, *, inline_worker: str | None = None) -> int | None:
     """Makes every step whose dependencies all succeeded ready (or gated), then settles the run status.
 
