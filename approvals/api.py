@@ -1,0 +1,170 @@
+"""Approval requests over the API: list and read them, approve or reject with a comment."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from ninja import Field, Query, Router, Schema
+from ninja.pagination import LimitOffsetPagination, paginate
+
+from approvals import services
+from approvals.models import ApprovalDecision, ApprovalRequest
+from config.api import require_scope
+
+router = Router(tags=["approvals"])
+
+
+class ErrorOut(Schema):
+    detail: Any
+
+
+class DecisionConflictOut(Schema):
+    detail: str
+    status: str
+    decided_by: str | None = None
+    decided_at: str | None = None
+
+
+class DecisionIn(Schema):
+    comment: str = Field("", max_length=5000, description="Why; required to reject.")
+
+
+class DecisionOut(Schema):
+    user: str
+    decision: str
+    comment: str
+    channel: str
+    decided_at: datetime
+    wait_seconds: float
+
+    @staticmethod
+    def resolve_user(row: ApprovalDecision) -> str:
+        return str(row.user.username)
+
+
+class ApprovalLinks(Schema):
+    self: str
+    admin: str
+    run: str
+    approve: str
+    reject: str
+
+
+class ApprovalOut(Schema):
+    id: int
+    run_id: uuid.UUID
+    workflow: str
+    step: str = Field(..., alias="node_key")
+    status: str
+    requested_at: datetime
+    expires_at: datetime | None
+    timeout_action: str
+    required_approvals: int
+    approvals: int
+    approver_groups: list[str]
+    approver_users: list[str]
+    allow_self_approval: bool
+    decided_at: datetime | None
+    decided_by: str | None
+    decision_comment: str
+    channel: str
+    wait_seconds: float | None
+    decisions: list[DecisionOut]
+    links: ApprovalLinks
+
+    @staticmethod
+    def resolve_workflow(req: ApprovalRequest) -> str:
+        return req.run.workflow_slug
+
+    @staticmethod
+    def resolve_approvals(req: ApprovalRequest) -> int:
+        return sum(1 for d in req.decisions.all() if d.decision == ApprovalDecision.Decision.APPROVE)
+
+    @staticmethod
+    def resolve_decided_by(req: ApprovalRequest) -> str | None:
+        return req.decided_by.username if req.decided_by else None
+
+    @staticmethod
+    def resolve_decisions(req: ApprovalRequest) -> Any:
+        return req.decisions.all()
+
+    @staticmethod
+    def resolve_links(req: ApprovalRequest) -> dict[str, str]:
+        base = settings.SITE_URL
+        return {
+            "self": f"{base}/api/approvals/{req.pk}",
+            "admin": base + reverse("admin:approvals_approvalrequest_change", args=[req.pk]),
+            "run": f"{base}/api/runs/{req.run_id}",
+            "approve": f"{base}/api/approvals/{req.pk}/approve",
+            "reject": f"{base}/api/approvals/{req.pk}/reject",
+        }
+
+
+class ApprovalFilters(Schema):
+    status: ApprovalRequest.Status | None = None
+    workflow: str | None = None
+    run: uuid.UUID | None = None
+
+
+def _requests() -> Any:
+    return ApprovalRequest.objects.select_related("run", "decided_by").prefetch_related("decisions__user")
+
+
+@router.get("/approvals", response=list[ApprovalOut], summary="List approval requests, newest first")
+@paginate(LimitOffsetPagination)
+def list_approvals(request: HttpRequest, filters: Query[ApprovalFilters]) -> Any:
+    require_scope(request, "read")
+    found = _requests().order_by("-requested_at")
+    if filters.status:
+        found = found.filter(status=filters.status)
+    if filters.workflow:
+        found = found.filter(run__workflow__slug=filters.workflow)
+    if filters.run:
+        found = found.filter(run_id=filters.run)
+    return found
+
+
+@router.get("/approvals/{approval_id}", response={200: ApprovalOut, 404: ErrorOut}, summary="An approval request")
+def get_approval(request: HttpRequest, approval_id: int) -> ApprovalRequest:
+    require_scope(request, "read")
+    return get_object_or_404(_requests(), id=approval_id)
+
+
+def _decide(request: HttpRequest, approval_id: int, decision: str, payload: DecisionIn | None) -> ApprovalRequest:
+    require_scope(request, "approve")
+    found = get_object_or_404(ApprovalRequest, id=approval_id)
+    services.decide(
+        found,
+        acting_user=request.user,
+        decision=decision,
+        comment=payload.comment if payload else "",
+        channel=ApprovalDecision.Channel.API,
+    )
+    return get_object_or_404(_requests(), id=approval_id)
+
+
+_DECISION_RESPONSES = {200: ApprovalOut, 403: ErrorOut, 404: ErrorOut, 409: DecisionConflictOut, 422: ErrorOut}
+
+
+@router.post(
+    "/approvals/{approval_id}/approve",
+    response=_DECISION_RESPONSES,
+    summary="Approve a gated step (counts toward its quorum)",
+)
+def approve(request: HttpRequest, approval_id: int, payload: DecisionIn | None = None) -> ApprovalRequest:
+    return _decide(request, approval_id, ApprovalDecision.Decision.APPROVE, payload)
+
+
+@router.post(
+    "/approvals/{approval_id}/reject",
+    response=_DECISION_RESPONSES,
+    summary="Reject a gated step; the run is REJECTED (a comment with the reason is required)",
+)
+def reject(request: HttpRequest, approval_id: int, payload: DecisionIn | None = None) -> ApprovalRequest:
+    return _decide(request, approval_id, ApprovalDecision.Decision.REJECT, payload)
