@@ -1,0 +1,160 @@
+"""What the deploy/ tests share: paths, the metric catalogue, the queries deploy/ contains, and the tools."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+RULES_DIR = DEPLOY / "prometheus" / "rules"
+RULE_TESTS_DIR = DEPLOY / "prometheus" / "tests"
+DASHBOARD_DIR = DEPLOY / "grafana" / "dashboards"
+PROVISIONING = DEPLOY / "grafana" / "provisioning"
+RUNBOOKS = DEPLOY / "runbooks"
+
+DATASOURCE_UIDS = {"prometheus", "tempo", "loki"}
+DASHBOARD_UIDS = {"workflow-overview", "agent-performance", "system-health", "cost-tracking"}
+
+# DESIGN.md's metric catalogue under its Prometheus names.
+CATALOGUE_COUNTERS = {"workflow_runs", "agent_runs", "agent_errors", "agent_retries", "webhook_alerts"}
+CATALOGUE_HISTOGRAMS = {"workflow_duration_seconds", "workflow_approval_wait_time_seconds", "agent_duration_seconds"}
+CATALOGUE_GAUGES = {"workflows_active"}
+CATALOGUE = (
+    {f"{name}_total" for name in CATALOGUE_COUNTERS}
+    | {f"{name}_{suffix}" for name in CATALOGUE_HISTOGRAMS for suffix in ("bucket", "sum", "count")}
+    | CATALOGUE_GAUGES
+)
+# What the exporters around the code emit: django-prometheus, the Python client's process collector,
+# Prometheus' own synthetic series, and Tempo's metrics generator (used by the Tempo datasource).
+EXPORTER_METRICS = {
+    "django_http_requests_total_by_view_transport_method_total",
+    "django_http_responses_total_by_status_view_method_total",
+    "django_http_requests_latency_seconds_by_view_method_bucket",
+    "django_db_errors_total",
+    "django_db_new_connection_errors_total",
+    "process_resident_memory_bytes",
+    "process_cpu_seconds_total",
+    "up",
+    "ALERTS",
+    "traces_spanmetrics_calls_total",
+}
+
+_PROMQL_WORDS = {
+    "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset",
+    "Inf", "NaN", "inf", "nan",
+}
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def rule_files() -> list[Path]:
+    return sorted(RULES_DIR.glob("*.yml"))
+
+
+def rules() -> Iterator[dict[str, Any]]:
+    for path in rule_files():
+        for group in load_yaml(path)["groups"]:
+            yield from group["rules"]
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    return [rule for rule in rules() if "alert" in rule]
+
+
+def recorded_names() -> set[str]:
+    return {rule["record"] for rule in rules() if "record" in rule}
+
+
+def dashboards() -> dict[str, dict[str, Any]]:
+    return {path.stem: json.loads(path.read_text()) for path in sorted(DASHBOARD_DIR.glob("*.json"))}
+
+
+def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for panel in dashboard.get("panels", []):
+        yield panel
+        yield from panel.get("panels", [])
+
+
+def dashboard_queries(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(where, PromQL) for every panel target and every query variable of a dashboard."""
+    for panel in panels(dashboard):
+        for target in panel.get("targets", []):
+            if "expr" in target:
+                yield f"{dashboard['uid']} / {panel['title']} / {target['refId']}", target["expr"]
+    for variable in dashboard.get("templating", {}).get("list", []):
+        if variable["type"] == "query":
+            match = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", variable["query"])
+            assert match, f"{dashboard['uid']}: variable {variable['name']} uses an unsupported query"
+            metric, label = match.groups()
+            yield f"{dashboard['uid']} / ${variable['name']}", f"count by ({label}) ({metric})"
+
+
+def grafana_alert_queries() -> Iterator[tuple[str, str]]:
+    for group in load_yaml(PROVISIONING / "alerting" / "rules.yaml")["groups"]:
+        for rule in group["rules"]:
+            for query in rule["data"]:
+                if "expr" in query["model"]:
+                    yield f"grafana rule {rule['title']}", query["model"]["expr"]
+
+
+# Concrete values for the template variables the dashboards use.
+VARIABLE_VALUES = {
+    "$__rate_interval": "1m",
+    "$__range": "1h",
+    "$workflow": ".*",
+    "$agent_type": ".*",
+    "$default_cost_per_run": "0.01",
+}
+
+
+def substitute(expr: str) -> str:
+    for name in sorted(VARIABLE_VALUES, key=len, reverse=True):
+        expr = expr.replace(name, VARIABLE_VALUES[name])
+    assert "$" not in expr, f"unknown dashboard variable in {expr!r}"
+    return expr
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects (label matchers, strings and groupings removed)."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    expr = re.sub(r"\{[^}]*\}", " ", expr)
+    expr = re.sub(r"\[[^\]]*\]", " ", expr)
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
+    expr = re.sub(r"\$\w+", " ", expr)
+    names = set()
+    for match in re.finditer(r"(?<![\w.])([a-zA-Z_:][\w:]*)\s*(\()?", expr):
+        name, call = match.groups()
+        if call or name in _PROMQL_WORDS or re.fullmatch(r"\d+[smhdwy]", name):
+            continue
+        names.add(name)
+    return names
+
+
+def generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("gen_dashboards", ROOT / "scripts" / "gen_dashboards.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def tool(name: str) -> str:
+    """A Prometheus binary; CI installs Debian's `prometheus` package. Missing is a failure, not a skip."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"`{name}` is not installed: apt-get install -y prometheus (it provides {name})", pytrace=False)
+    return path
