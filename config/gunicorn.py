@@ -1,0 +1,61 @@
+"""gunicorn settings for the web tier: ``gunicorn -c config/gunicorn.py config.wsgi``.
+
+Environment: GUNICORN_BIND (default 0.0.0.0:9002), WEB_CONCURRENCY (worker processes, default 2),
+GUNICORN_THREADS (threads per worker, default 4), GUNICORN_TIMEOUT (seconds, default 30) and
+PROMETHEUS_MULTIPROC_DIR (default var/prometheus-multiproc).
+
+OpenTelemetry is set up in each worker after the fork (post_fork): exporter threads and gRPC channels do
+not survive a fork, so nothing telemetry-related is created in the master. django-prometheus runs in
+prometheus_client's multiprocess mode so that /metrics adds up every worker, whichever one serves it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+_BASE_DIR = Path(__file__).resolve().parent.parent
+
+bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:9002")
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
+# The app is loaded in each worker, after post_fork has set up telemetry there.
+preload_app = False
+accesslog = None
+errorlog = "-"
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+# Must be in the environment before prometheus_client is first imported (in the workers).
+_multiproc_dir = Path(
+    os.environ.setdefault(
+        "PROMETHEUS_MULTIPROC_DIR", str(Path(os.environ.get("VAR_DIR", _BASE_DIR / "var")) / "prometheus-multiproc")
+    )
+)
+
+
+def on_starting(server: Any) -> None:
+    # Files left by an earlier master would be added to this one's counts.
+    shutil.rmtree(_multiproc_dir, ignore_errors=True)
+    _multiproc_dir.mkdir(parents=True, exist_ok=True)
+
+
+def post_fork(server: Any, worker: Any) -> None:
+    from observability.otel import bootstrap
+
+    bootstrap()
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    from observability.otel import shutdown
+
+    shutdown()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
