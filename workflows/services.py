@@ -10,6 +10,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from observability import tracing
 from workflows import runner
 from workflows.models import RunStatus, RunStep, RunTransition, TriggerSource, Workflow, WorkflowRun
 
@@ -49,6 +50,9 @@ def trigger_workflow(
     """
     if not workflow.enabled:
         raise WorkflowDisabled(workflow)
+    if not trace_id:
+        # The run joins the trace of the request (or alert) that triggers it.
+        trace_id, trace_context = tracing.new_run_context()
     print_ = fingerprint(workflow, context)
     if idempotency_key:
         existing = WorkflowRun.objects.filter(workflow=workflow, idempotency_key=idempotency_key).first()

@@ -30,6 +30,7 @@ from django_tasks_db.management.commands.db_worker import Worker as DbWorker
 from django_tasks_db.models import DBTaskResult
 from django_tasks_db.utils import exclusive_transaction
 
+from observability import otel as telemetry
 from workflows import runner
 from workflows.signals import NOTIFY_CHANNEL
 
@@ -155,6 +156,13 @@ class Command(BaseCommand):
         parser.add_argument("--worker-id", default=None, help="Unique id (default: host:pid).")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        telemetry.bootstrap(role="worker")
+        try:
+            self._work(options)
+        finally:
+            telemetry.shutdown()
+
+    def _work(self, options: dict[str, Any]) -> None:
         backend = task_backends[DEFAULT_TASK_BACKEND_ALIAS]
         if not isinstance(backend, DatabaseBackend):
             self._run_rq(options["queue_name"].split(","))
