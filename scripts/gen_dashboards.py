@@ -28,8 +28,8 @@ from typing import Any
 
 import yaml
 from grafana_foundation_sdk.builders import dashboard as dash
-from grafana_foundation_sdk.builders.common import StackingConfig
 from grafana_foundation_sdk.builders import prometheus, stat, table, timeseries
+from grafana_foundation_sdk.builders.common import StackingConfig
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.common import StackingMode
 from grafana_foundation_sdk.models.dashboard import (
@@ -38,7 +38,7 @@ from grafana_foundation_sdk.models.dashboard import (
     DataTransformerConfig,
     Threshold,
     ThresholdsMode,
-        VariableOption,
+    VariableOption,
     VariableRefresh,
     VariableSort,
 )
@@ -101,8 +101,17 @@ class Panels:
         self.next_id += 1
         return self.next_id - 1
 
-    def timeseries(self, title: str, description: str, targets: list, unit: str, *, width: int = 12,
-                   links: list | None = None, stacked: bool = False) -> timeseries.Panel:
+    def timeseries(
+        self,
+        title: str,
+        description: str,
+        targets: list,
+        unit: str,
+        *,
+        width: int = 12,
+        links: list | None = None,
+        stacked: bool = False,
+    ) -> timeseries.Panel:
         panel = (
             timeseries.Panel()
             .id(self._id())
@@ -122,8 +131,18 @@ class Panels:
             panel = panel.data_links(links)
         return panel
 
-    def stat(self, title: str, description: str, targets: list, unit: str, *, width: int = 6,
-             steps: tuple = (), links: list | None = None, decimals: float | None = None) -> stat.Panel:
+    def stat(
+        self,
+        title: str,
+        description: str,
+        targets: list,
+        unit: str,
+        *,
+        width: int = 6,
+        steps: tuple = (),
+        links: list | None = None,
+        decimals: float | None = None,
+    ) -> stat.Panel:
         panel = (
             stat.Panel()
             .id(self._id())
@@ -143,8 +162,9 @@ class Panels:
             panel = panel.decimals(decimals)
         return panel
 
-    def table(self, title: str, description: str, targets: list, unit: str, *, width: int = 12,
-              links: list | None = None) -> table.Panel:
+    def table(
+        self, title: str, description: str, targets: list, unit: str, *, width: int = 12, links: list | None = None
+    ) -> table.Panel:
         panel = (
             table.Panel()
             .id(self._id())
@@ -871,17 +891,37 @@ class RatioSLO:
 
 RATIO_SLOS = (
     RatioSLO(
-        "workflow_runs", "workflow-success", "WorkflowSuccess", "Workflow success", 0.99,
-        'status="FAILED"', 'status=~"SUCCESS|FAILED"', "workflow_runs_total", "slo-workflow-success.md",
+        "workflow_runs",
+        "workflow-success",
+        "WorkflowSuccess",
+        "Workflow success",
+        0.99,
+        'status="FAILED"',
+        'status=~"SUCCESS|FAILED"',
+        "workflow_runs_total",
+        "slo-workflow-success.md",
     ),
     RatioSLO(
-        "api_requests", "api-availability", "APIAvailability", "API availability", 0.999,
-        f'status=~"5..", {NOT_PROBES}', NOT_PROBES,
-        "django_http_responses_total_by_status_view_method_total", "slo-api-availability.md",
+        "api_requests",
+        "api-availability",
+        "APIAvailability",
+        "API availability",
+        0.999,
+        f'status=~"5..", {NOT_PROBES}',
+        NOT_PROBES,
+        "django_http_responses_total_by_status_view_method_total",
+        "slo-api-availability.md",
     ),
     RatioSLO(
-        "agent_runs", "agent-success", "AgentSuccess", "Agent success", 0.98,
-        AGENT_FAILED, AGENT_FINISHED, "agent_runs_total", "slo-agent-success.md",
+        "agent_runs",
+        "agent-success",
+        "AgentSuccess",
+        "Agent success",
+        0.98,
+        AGENT_FAILED,
+        AGENT_FINISHED,
+        "agent_runs_total",
+        "slo-agent-success.md",
     ),
 )
 WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d", "30d")
@@ -934,7 +974,9 @@ def slo_rules() -> dict[str, Any]:
                     "for": "2m" if severity == "critical" else "15m",
                     "labels": {"severity": severity, "slo": slo.slo},
                     "annotations": {
-                        "summary": f"{slo.title} is burning its error budget ({{{{ $value | humanizePercentage }}}} errors)",
+                        "summary": (
+                            f"{slo.title} is burning its error budget ({{{{ $value | humanizePercentage }}}} errors)"
+                        ),
                         "description": (
                             f"{slo.title} (objective {slo.objective * 100:g}% over 30 days) is consuming at least "
                             f"{horizon}."
@@ -1058,9 +1100,7 @@ def grafana_alert_rules(rule_files: list[dict[str, Any]]) -> dict[str, Any]:
                     }
                 )
             if rules:
-                groups.append(
-                    {"orgId": 1, "name": group["name"], "folder": FOLDER, "interval": "1m", "rules": rules}
-                )
+                groups.append({"orgId": 1, "name": group["name"], "folder": FOLDER, "interval": "1m", "rules": rules})
     return {"apiVersion": 1, "groups": groups}
 
 
@@ -1105,7 +1145,8 @@ def render() -> dict[Path, str]:
     alerts = yaml.safe_load((RULES_DIR / "alerts.yml").read_text())
     files[GRAFANA_ALERT_RULES] = to_yaml(
         grafana_alert_rules([alerts, slo]),
-        GENERATED + "# Grafana-managed copies of the Prometheus alerts in deploy/prometheus/rules/ (alerts.yml, slo.yml).\n",
+        GENERATED
+        + "# Grafana-managed copies of the Prometheus alerts in deploy/prometheus/rules/ (alerts.yml, slo.yml).\n",
     )
     return files
 

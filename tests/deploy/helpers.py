@@ -51,8 +51,21 @@ EXPORTER_METRICS = {
 }
 
 _PROMQL_WORDS = {
-    "by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset",
-    "Inf", "NaN", "inf", "nan",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "Inf",
+    "NaN",
+    "inf",
+    "nan",
 }
 
 

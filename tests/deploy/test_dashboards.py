@@ -89,10 +89,13 @@ def test_every_metric_name_in_deploy_is_emitted_by_the_code_its_exporters_or_our
         queries += list(dashboard_queries(dashboard))
     queries += list(grafana_alert_queries())
     tempo = next(
-        source for source in load_yaml(PROVISIONING / "datasources" / "datasources.yaml")["datasources"]
+        source
+        for source in load_yaml(PROVISIONING / "datasources" / "datasources.yaml")["datasources"]
         if source["uid"] == "tempo"
     )
-    queries += [("tempo traces to metrics", query["query"]) for query in tempo["jsonData"]["tracesToMetrics"]["queries"]]
+    queries += [
+        ("tempo traces to metrics", query["query"]) for query in tempo["jsonData"]["tracesToMetrics"]["queries"]
+    ]
     runbook_queries = _runbook_queries()
     assert len(runbook_queries) > 10
     queries += runbook_queries
@@ -118,7 +121,9 @@ def test_workflow_overview_filters_by_workflow_and_links_to_the_run_list() -> No
     exprs = [expr for where, expr in dashboard_queries(overview) if "/ $" not in where]
     assert all('workflow=~"$workflow"' in expr for expr in exprs if "workflow_" in expr and "slo:" not in expr)
     urls = [link["url"] for link in overview["links"] if link["type"] == "link"] + [
-        link["url"] for panel in panels(overview) for link in panel.get("fieldConfig", {}).get("defaults", {}).get("links", [])
+        link["url"]
+        for panel in panels(overview)
+        for link in panel.get("fieldConfig", {}).get("defaults", {}).get("links", [])
     ]
     assert "${app_url}/admin/workflows/workflowrun/" in urls
     assert "${app_url}/admin/workflows/workflowrun/?workflow__slug__exact=${__field.labels.workflow}" in urls
@@ -126,12 +131,30 @@ def test_workflow_overview_filters_by_workflow_and_links_to_the_run_list() -> No
 
 def test_the_seed_s_panels_are_there() -> None:
     titles = {uid: {panel["title"] for panel in panels(dashboard)} for uid, dashboard in dashboards().items()}
-    assert {"Runs by status", "Success rate", "Run duration p50 / p95 / p99", "Active runs by status",
-            "Approval wait p95 by step"} <= titles["workflow-overview"]
-    assert {"Attempts by type and status", "Error rate by type", "Attempt duration p50 / p95 / p99",
-            "Retries by reason", "Errors by type"} <= titles["agent-performance"]
-    assert {"Targets up", "Requests by view", "Request latency p95 by view", "5xx ratio", "Resident memory", "CPU",
-            "Database errors", "Alert webhooks by outcome"} <= titles["system-health"]
+    assert {
+        "Runs by status",
+        "Success rate",
+        "Run duration p50 / p95 / p99",
+        "Active runs by status",
+        "Approval wait p95 by step",
+    } <= titles["workflow-overview"]
+    assert {
+        "Attempts by type and status",
+        "Error rate by type",
+        "Attempt duration p50 / p95 / p99",
+        "Retries by reason",
+        "Errors by type",
+    } <= titles["agent-performance"]
+    assert {
+        "Targets up",
+        "Requests by view",
+        "Request latency p95 by view",
+        "5xx ratio",
+        "Resident memory",
+        "CPU",
+        "Database errors",
+        "Alert webhooks by outcome",
+    } <= titles["system-health"]
     assert {"Estimated spend", "Spend by agent type", "Configured cost per run"} <= titles["cost-tracking"]
 
 

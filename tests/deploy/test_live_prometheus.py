@@ -45,9 +45,7 @@ def _free_port() -> int:
 
 def _histogram(name: str, labels: str, buckets: list[float], observed: float, count: float) -> list[str]:
     """Exposition lines for `count` observations of `observed` seconds."""
-    lines = [
-        f'{name}_bucket{{{labels},le="{le}"}} {count if observed <= le else 0}' for le in buckets
-    ]
+    lines = [f'{name}_bucket{{{labels},le="{le}"}} {count if observed <= le else 0}' for le in buckets]
     lines.append(f'{name}_bucket{{{labels},le="+Inf"}} {count}')
     lines.append(f"{name}_sum{{{labels}}} {observed * count}")
     lines.append(f"{name}_count{{{labels}}} {count}")
@@ -57,6 +55,9 @@ def _histogram(name: str, labels: str, buckets: list[float], observed: float, co
 def exposition(n: int) -> str:
     """The metrics after the n-th scrape."""
     wf = f'workflow="{WORKFLOW}"'
+    requests = "django_http_requests_total_by_view_transport_method_total"
+    responses = "django_http_responses_total_by_status_view_method_total"
+    trigger = 'view="api-1.0.0:trigger_workflow"'
     seconds = [0.1, 0.5, 1, 5, 30, 60, 300, 900, 3600]
     lines = [
         # half of the runs fail; cancellations and rejections are operator decisions
@@ -69,9 +70,7 @@ def exposition(n: int) -> str:
         f'workflows_active{{{wf},status="WAITING_APPROVAL"}} 12',
         f'workflows_active{{{wf},status="RUNNING"}} 3',
         f'workflows_active{{{wf},status="PENDING"}} 1',
-        *_histogram(
-            "workflow_approval_wait_time_seconds", f'{wf},node="approve",decision="approved"', seconds, 120, n
-        ),
+        *_histogram("workflow_approval_wait_time_seconds", f'{wf},node="approve",decision="approved"', seconds, 120, n),
         f'agent_runs_total{{agent_type="http",status="FAILED",{wf}}} {10 * n}',
         f'agent_runs_total{{agent_type="http",status="TIMED_OUT",{wf}}} {n}',
         f'agent_runs_total{{agent_type="http",status="SUCCESS",{wf}}} {5 * n}',
@@ -85,14 +84,17 @@ def exposition(n: int) -> str:
         f'webhook_alerts_total{{source="grafana",status="firing",outcome="accepted"}} {n}',
         f'webhook_alerts_total{{source="grafana",status="firing",outcome="duplicate"}} {n}',
         # django-prometheus: a fifth of the API answers 500, and /readyz says the database is gone
-        f'django_http_requests_total_by_view_transport_method_total{{view="api-1.0.0:trigger_workflow",transport="http",method="POST"}} {10 * n}',
-        f'django_http_requests_total_by_view_transport_method_total{{view="readyz",transport="http",method="GET"}} {n}',
-        f'django_http_responses_total_by_status_view_method_total{{status="202",view="api-1.0.0:trigger_workflow",method="POST"}} {8 * n}',
-        f'django_http_responses_total_by_status_view_method_total{{status="500",view="api-1.0.0:trigger_workflow",method="POST"}} {2 * n}',
-        f'django_http_responses_total_by_status_view_method_total{{status="503",view="readyz",method="GET"}} {n}',
+        f'{requests}{{{trigger},transport="http",method="POST"}} {10 * n}',
+        f'{requests}{{view="readyz",transport="http",method="GET"}} {n}',
+        f'{responses}{{status="202",{trigger},method="POST"}} {8 * n}',
+        f'{responses}{{status="500",{trigger},method="POST"}} {2 * n}',
+        f'{responses}{{status="503",view="readyz",method="GET"}} {n}',
         *_histogram(
             "django_http_requests_latency_seconds_by_view_method",
-            'view="api-1.0.0:trigger_workflow",method="POST"', seconds, 0.5, 10 * n,
+            f'{trigger},method="POST"',
+            seconds,
+            0.5,
+            10 * n,
         ),
         f'django_db_new_connection_errors_total{{alias="default",vendor="postgresql"}} {n}',
         f'django_db_errors_total{{alias="default",vendor="postgresql",type="OperationalError"}} {n}',
@@ -146,6 +148,9 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusA
     tmp: Path = tmp_path_factory.mktemp("prometheus")
     app = ThreadingHTTPServer(("127.0.0.1", 0), _MetricsHandler)
     threading.Thread(target=app.serve_forever, daemon=True).start()
+    # Bound but not listening: connections are refused, and no other process can take the port meanwhile.
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
     port = _free_port()
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -156,7 +161,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusA
                 "static_configs": [{"targets": [f"127.0.0.1:{app.server_address[1]}"]}],
             },
             # nothing listens there: the target ServiceDown must report
-            {"job_name": "worker-metrics", "static_configs": [{"targets": [f"127.0.0.1:{_free_port()}"]}]},
+            {"job_name": "worker-metrics", "static_configs": [{"targets": [f"127.0.0.1:{dead.getsockname()[1]}"]}]},
         ],
     }
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
@@ -178,6 +183,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusA
         process.terminate()
         process.wait(timeout=10)
         app.shutdown()
+        dead.close()
 
 
 def _wait_for_data(api: PrometheusAPI, process: subprocess.Popen, log: Path) -> None:
@@ -189,6 +195,8 @@ def _wait_for_data(api: PrometheusAPI, process: subprocess.Popen, log: Path) -> 
         if process.poll() is not None:
             pytest.fail(f"prometheus exited: {log.read_text()[-2000:]}")
         try:
+            with urllib.request.urlopen(f"{api.url}/-/ready", timeout=2):  # noqa: S310
+                pass
             scrapes = api.query('count_over_time(up{job="orchestration-service"}[1m])')["data"]["result"]
             if scrapes and float(scrapes[0]["value"][1]) >= 6:
                 missing = [name for name in records if not api.query(name)["data"]["result"]]

@@ -28,7 +28,9 @@ def test_the_prometheus_config_is_valid_with_the_rule_files_it_loads(tmp_path: P
     config = (DEPLOY / "prometheus" / "prometheus.yml").read_text()
     assert "/etc/prometheus/rules/*.yml" in config
     # The container's mount point for deploy/prometheus/rules, pointed at the repository instead.
-    (tmp_path / "prometheus.yml").write_text(config.replace("/etc/prometheus/rules", str(DEPLOY / "prometheus" / "rules")))
+    (tmp_path / "prometheus.yml").write_text(
+        config.replace("/etc/prometheus/rules", str(DEPLOY / "prometheus" / "rules"))
+    )
     result = run(tool("promtool"), "check", "config", tmp_path / "prometheus.yml")
     assert result.returncode == 0, result.stdout + result.stderr
     for path in rule_files():
@@ -63,8 +65,14 @@ def test_every_alert_has_a_unit_test_where_it_fires_and_one_where_it_stays_quiet
 def test_the_issue_s_alerts_exist() -> None:
     names = {rule["alert"] for rule in alert_rules()}
     assert {
-        "WorkflowFailureRate", "ServiceDown", "DatabaseConnectionLoss", "HighErrorRate", "HighWorkflowDuration",
-        "AgentFailureSpike", "ApprovalBacklog", "HighMemoryUsage",
+        "WorkflowFailureRate",
+        "ServiceDown",
+        "DatabaseConnectionLoss",
+        "HighErrorRate",
+        "HighWorkflowDuration",
+        "AgentFailureSpike",
+        "ApprovalBacklog",
+        "HighMemoryUsage",
     } <= names
     # Multi-window, multi-burn-rate alerts for the three ratio SLOs, and the latency SLO.
     for slo in ("WorkflowSuccess", "APIAvailability", "AgentSuccess"):
