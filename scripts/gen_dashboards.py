@@ -101,6 +101,9 @@ class Panels:
         self.next_id += 1
         return self.next_id - 1
 
+    def row(self, title: str) -> dash.Row:
+        return dash.Row(title).id(self._id())
+
     def timeseries(
         self,
         title: str,
@@ -261,7 +264,7 @@ def workflow_overview() -> dash.Dashboard:
         .with_variable(workflow_variable("workflow_runs_total"))
         .with_variable(app_url_variable())
         .link(link("Run list", RUN_LIST))
-        .with_row(dash.Row("Runs"))
+        .with_row(p.row("Runs"))
         .with_panel(
             p.stat(
                 "Success rate",
@@ -331,7 +334,7 @@ def workflow_overview() -> dash.Dashboard:
                 links=[run_list_for_series, failed_runs_for_series],
             )
         )
-        .with_row(dash.Row("Duration and load"))
+        .with_row(p.row("Duration and load"))
         .with_panel(
             p.timeseries(
                 "Run duration p50 / p95 / p99",
@@ -438,7 +441,7 @@ def agent_performance() -> dash.Dashboard:
             .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
             .sort(VariableSort.ALPHABETICAL_ASC)
         )
-        .with_row(dash.Row("Attempts"))
+        .with_row(p.row("Attempts"))
         .with_panel(
             p.stat(
                 "Agent success rate",
@@ -512,7 +515,7 @@ def agent_performance() -> dash.Dashboard:
                 "percentunit",
             )
         )
-        .with_row(dash.Row("Durations"))
+        .with_row(p.row("Durations"))
         .with_panel(
             p.timeseries(
                 "Attempt duration p50 / p95 / p99",
@@ -536,7 +539,7 @@ def agent_performance() -> dash.Dashboard:
                 "s",
             )
         )
-        .with_row(dash.Row("Failures"))
+        .with_row(p.row("Failures"))
         .with_panel(
             p.timeseries(
                 "Retries by reason",
@@ -591,7 +594,7 @@ def system_health() -> dash.Dashboard:
             "Scrape targets, the web tier's requests, latency and errors, process resources, database errors "
             "and incoming alert webhooks.",
         )
-        .with_row(dash.Row("Availability"))
+        .with_row(p.row("Availability"))
         .with_panel(
             p.stat(
                 "Targets up",
@@ -623,7 +626,7 @@ def system_health() -> dash.Dashboard:
                 decimals=0,
             )
         )
-        .with_row(dash.Row("HTTP"))
+        .with_row(p.row("HTTP"))
         .with_panel(
             p.timeseries(
                 "Requests by view",
@@ -682,7 +685,7 @@ def system_health() -> dash.Dashboard:
                 "percentunit",
             )
         )
-        .with_row(dash.Row("Processes and database"))
+        .with_row(p.row("Processes and database"))
         .with_panel(
             p.timeseries(
                 "Resident memory",
@@ -774,7 +777,7 @@ def cost_tracking() -> dash.Dashboard:
             .description("Cost of one attempt of an agent type that has no rate in cost.yml.")
             .default_value("0")
         )
-        .with_row(dash.Row("Spend"))
+        .with_row(p.row("Spend"))
         .with_panel(
             p.stat(
                 "Estimated spend",
@@ -834,7 +837,7 @@ def cost_tracking() -> dash.Dashboard:
                 stacked=True,
             )
         )
-        .with_row(dash.Row("Breakdown"))
+        .with_row(p.row("Breakdown"))
         .with_panel(
             p.table(
                 "Spend by agent type",

@@ -166,3 +166,9 @@ def test_cost_rates_are_set_per_agent_type_in_a_rule_file_operators_edit() -> No
     assert all(re.fullmatch(r"vector\([0-9.]+\)", rule["expr"]) for rule in cost)
     variables = {variable["name"]: variable for variable in dashboards()["cost-tracking"]["templating"]["list"]}
     assert variables["default_cost_per_run"]["type"] == "textbox"
+
+
+@pytest.mark.parametrize("uid", sorted(DASHBOARD_UIDS))
+def test_panel_ids_are_unique_so_view_panel_links_stay_stable(uid: str) -> None:
+    ids = [panel["id"] for panel in panels(dashboards()[uid])]
+    assert 0 not in ids and len(ids) == len(set(ids))
