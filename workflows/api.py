@@ -1,5 +1,3 @@
-from __future__ import annotations
-
 import uuid
 from datetime import datetime
 from typing import Any
@@ -8,7 +6,7 @@ from django.conf import settings
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from ninja import Field, Header, Query, Router, Schema
+from ninja import Field, Header, Router, Schema, Status
 from ninja.pagination import LimitOffsetPagination, paginate
 from pydantic import model_validator
 
@@ -27,8 +25,17 @@ class TriggerIn(Schema):
     context: dict[str, Any] | None = Field(None, description="The run's context, an object.")
     contextJson: dict[str, Any] | None = Field(None, description="Alias of context, as older clients send it.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def an_object(cls, data: Any) -> Any:
+        if hasattr(data, "_obj"):  # ninja's DjangoGetter around the parsed body
+            data = data._obj
+        if not isinstance(data, dict):
+            raise ValueError("the request body must be a JSON object with 'context' (or 'contextJson')")
+        return data
+
     @model_validator(mode="after")
-    def one_context(self) -> TriggerIn:
+    def one_context(self) -> "TriggerIn":
         if self.context is not None and self.contextJson is not None:
             raise ValueError("send either context or contextJson, not both")
         return self
@@ -149,11 +156,6 @@ class WorkflowDetailOut(WorkflowOut):
         return workflow.nodes.select_related("agent").all()
 
 
-class RunFilters(Schema):
-    status: RunStatus | None = None
-    workflow: str | None = None
-
-
 def run_links(run: WorkflowRun) -> dict[str, str]:
     base = settings.SITE_URL
     return {
@@ -177,7 +179,7 @@ def trigger(
     slug: str,
     payload: TriggerIn | None = None,
     idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=200),
-) -> tuple[int, WorkflowRun]:
+) -> Status:
     require_scope(request, "trigger")
     workflow = get_object_or_404(Workflow, slug=slug)
     token = getattr(request, "api_token", None)
@@ -189,18 +191,18 @@ def trigger(
         user=request.user,
         idempotency_key=idempotency_key or None,
     )
-    return 202, run
+    return Status(202, run)
 
 
 @router.get("/runs", response=list[RunOut], summary="List runs, newest first")
 @paginate(LimitOffsetPagination)
-def list_runs(request: HttpRequest, filters: Query[RunFilters]) -> Any:
+def list_runs(request: HttpRequest, status: RunStatus | None = None, workflow: str | None = None) -> Any:
     require_scope(request, "read")
     runs = WorkflowRun.objects.select_related("workflow").order_by("-created_at")
-    if filters.status:
-        runs = runs.filter(status=filters.status)
-    if filters.workflow:
-        runs = runs.filter(workflow__slug=filters.workflow)
+    if status:
+        runs = runs.filter(status=status)
+    if workflow:
+        runs = runs.filter(workflow__slug=workflow)
     return runs
 
 

@@ -23,12 +23,12 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 from django.conf import settings
 from django.db import connections, transaction
-from django.db.models import F, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from agents.executors import UnknownAgentType, executor_class
@@ -83,7 +83,23 @@ def enqueue_step(step_id: int, run_after: datetime | None = None) -> None:
 
 
 def _enqueue_on_commit(step_id: int, run_after: datetime | None = None) -> None:
-    transaction.on_commit(partial(enqueue_step, step_id, run_after))
+    """Queues the step so that workers see it only once the current transaction commits.
+
+    With the database backend the task row is written in the same transaction as the step's new state,
+    so both commit or neither does; other backends are called after the commit.
+    """
+    if _queue_is_transactional():
+        enqueue_step(step_id, run_after)
+    else:
+        transaction.on_commit(partial(enqueue_step, step_id, run_after))
+
+
+@cache
+def _queue_is_transactional() -> bool:
+    from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
+    from django_tasks_db.backend import DatabaseBackend
+
+    return isinstance(task_backends[DEFAULT_TASK_BACKEND_ALIAS], DatabaseBackend)
 
 
 # --- Claiming and executing -----------------------------------------------------------------------------
@@ -92,8 +108,11 @@ def _enqueue_on_commit(step_id: int, run_after: datetime | None = None) -> None:
 def claim(step_id: int, worker: str) -> bool:
     """Takes a READY step whose time has come; False when another worker (or nothing) got there first."""
     now = timezone.now()
+    # No join in this UPDATE: with one, Django writes `WHERE id IN (SELECT ...)`, and PostgreSQL re-checks only
+    # that id list after waiting for a concurrent claim, so two workers could both take the step.
+    run_active = WorkflowRun.objects.filter(id=OuterRef("run_id"), status__in=ACTIVE_RUN_STATUSES)
     updated = (
-        RunStep.objects.filter(id=step_id, status=StepStatus.READY, run__status__in=ACTIVE_RUN_STATUSES)
+        RunStep.objects.filter(Exists(run_active), id=step_id, status=StepStatus.READY)
         .filter(Q(run_after__isnull=True) | Q(run_after__lte=now))
         .update(
             status=StepStatus.RUNNING,
@@ -190,7 +209,7 @@ def _supervise(
         run_id=str(run.id),
         workflow=run.workflow_slug,
         step_key=step.key,
-        attempt=step.attempts - step.attempt_offset,
+        attempt=step.attempts,
         deadline=time.monotonic() + timeout,
     )
     try:

@@ -1,0 +1,115 @@
+"""Shared fixtures: named users, API clients and a way to let the runner work in-process."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import Group, Permission, User
+from django.core.management import call_command
+from django.test import Client
+
+from accounts.models import ApiToken
+from workflows.models import TERMINAL_RUN_STATUSES, WorkflowRun
+
+DEFINITIONS = Path(settings.BASE_DIR) / "workflows" / "definitions"
+
+
+@pytest.fixture
+def synced(db: None) -> None:
+    """The bundled agent and workflow definitions, as `make run` loads them."""
+    call_command("sync_workflows", str(DEFINITIONS), verbosity=0)
+
+
+@pytest.fixture
+def operator(db: None) -> User:
+    user = User.objects.create_user("olivia", password="operator-pass-1", is_staff=True)
+    group, _ = Group.objects.get_or_create(name="operators")
+    group.permissions.add(*Permission.objects.filter(codename__in=["decide_approval", "view_workflowrun"]))
+    user.groups.add(group)
+    return user
+
+
+@pytest.fixture
+def viewer(db: None) -> User:
+    user = User.objects.create_user("victor", password="viewer-pass-1", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=["view_workflowrun", "view_approvalrequest"]))
+    return user
+
+
+@pytest.fixture
+def outsider(db: None) -> User:
+    return User.objects.create_user("oscar", password="outsider-pass-1")
+
+
+class ApiClient:
+    """A test client that sends a bearer token and JSON bodies."""
+
+    def __init__(self, token: str | None) -> None:
+        self.client = Client()
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.client.get(path, headers={**self.headers, **kwargs.pop("headers", {})}, **kwargs)
+
+    def post(self, path: str, data: Any = None, *, raw: bytes | str | None = None, **kwargs: Any) -> Any:
+        body = raw if raw is not None else (None if data is None else __import__("json").dumps(data))
+        return self.client.generic(
+            "POST",
+            path,
+            data=body or b"",
+            content_type=kwargs.pop("content_type", "application/json"),
+            headers={**self.headers, **kwargs.pop("headers", {})},
+        )
+
+
+@pytest.fixture
+def api(operator: User) -> ApiClient:
+    _, value = ApiToken.issue(operator, name="tests")
+    return ApiClient(value)
+
+
+@pytest.fixture
+def anonymous_api() -> ApiClient:
+    return ApiClient(None)
+
+
+def work(until: Callable[[], bool] | None = None, timeout: float = 20.0) -> None:
+    """Runs queued tasks in this process, like a worker, until ``until()`` holds or nothing is left."""
+    from workflows.management.commands.worker import Worker
+
+    deadline = time.monotonic() + timeout
+    worker = Worker(
+        queue_names=["default"],
+        interval=0.05,
+        batch=True,
+        backend_name="default",
+        startup_delay=False,
+        max_tasks=None,
+        worker_id="test-worker",
+        excluded_queue_names=[],
+    )
+    while time.monotonic() < deadline:
+        task = worker.next_task()
+        if task is not None:
+            worker.run_task(task)
+            continue
+        if until is None or until():
+            return
+        time.sleep(0.02)
+    raise AssertionError("the runner did not reach the expected state in time")
+
+
+def finish(run: WorkflowRun, timeout: float = 20.0) -> WorkflowRun:
+    """Works until the run is terminal and returns it fresh from the database."""
+
+    def done() -> bool:
+        run.refresh_from_db()
+        return run.status in TERMINAL_RUN_STATUSES
+
+    work(done, timeout)
+    return run

@@ -1,0 +1,208 @@
+"""The HTTP API contract: triggering, reading, cancelling and retrying runs, and every refusal."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from django.contrib.auth.models import User
+
+from accounts.models import ApiToken
+from tests.conftest import ApiClient, finish
+from workflows.models import RunStatus, Workflow, WorkflowRun
+
+pytestmark = pytest.mark.django_db
+
+TRIGGER = "/api/workflows/scan-and-notify/trigger"
+
+
+def test_trigger_returns_202_with_the_run_and_links(synced: None, api: ApiClient) -> None:
+    response = api.post(TRIGGER, {"context": {"target": "db01"}})
+    assert response.status_code == 202, response.content
+    body = response.json()
+    run = WorkflowRun.objects.get(id=body["id"])
+    assert body["status"] == "PENDING" and body["workflow"] == "scan-and-notify" and body["trigger"] == "api"
+    assert body["links"]["self"].endswith(f"/api/runs/{run.id}")
+    assert body["links"]["admin"].endswith(f"/admin/workflows/workflowrun/{run.id}/change/")
+    assert run.context == {"target": "db01"} and run.triggered_by.username == "olivia"
+
+
+def test_context_json_is_accepted_as_in_older_clients(synced: None, api: ApiClient) -> None:
+    response = api.post(TRIGGER, {"contextJson": {"target": "web02"}})
+    assert response.status_code == 202
+    assert WorkflowRun.objects.get(id=response.json()["id"]).context == {"target": "web02"}
+
+
+def test_an_empty_body_starts_a_run_with_an_empty_context(synced: None, api: ApiClient) -> None:
+    response = api.post(TRIGGER, raw=b"")
+    assert response.status_code == 202
+    assert WorkflowRun.objects.get(id=response.json()["id"]).context == {}
+
+
+def test_a_triggered_run_reaches_success_with_every_attempt_recorded(synced: None, api: ApiClient) -> None:
+    run_id = api.post(TRIGGER, {"context": {"target": "db01"}}).json()["id"]
+    finish(WorkflowRun.objects.get(id=run_id))
+    body = api.get(f"/api/runs/{run_id}").json()
+    assert body["status"] == "SUCCESS"
+    assert [(a["step"], a["attempt"], a["status"]) for a in body["attempts"]] == [
+        ("scan", 1, "SUCCESS"),
+        ("summarise", 1, "SUCCESS"),
+        ("notify", 1, "SUCCESS"),
+    ]
+    notify = body["attempts"][2]
+    assert notify["input"]["message"].startswith("Scan of db01 found ")
+    assert notify["output"]["delivered"] is True and notify["duration_seconds"] >= 0
+    assert [t["to_status"] for t in body["transitions"]] == ["PENDING", "RUNNING", "SUCCESS"]
+    assert {s["key"]: s["status"] for s in body["steps"]} == {
+        "scan": "SUCCESS",
+        "summarise": "SUCCESS",
+        "notify": "SUCCESS",
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "detail"),
+    [
+        (b"{not json", 400, "Cannot parse request body"),
+        (b'{"context": [1, 2]}', 422, "dict"),
+        (b'{"context": "text"}', 422, "dict"),
+        (b"[1, 2]", 422, ""),
+        (b'{"context": {}, "contextJson": {}}', 422, "either context or contextJson"),
+    ],
+)
+def test_bad_bodies_get_a_clear_error_and_no_run(
+    synced: None, api: ApiClient, body: bytes, status: int, detail: str
+) -> None:
+    response = api.post(TRIGGER, raw=body)
+    assert response.status_code == status, response.content
+    assert detail in json.dumps(response.json())
+    assert not WorkflowRun.objects.exists()
+
+
+def test_an_oversized_body_gets_413(synced: None, api: ApiClient, settings: object) -> None:
+    settings.API_MAX_BODY_BYTES = 2048
+    response = api.post(TRIGGER, {"context": {"blob": "x" * 5000}})
+    assert response.status_code == 413
+    assert "exceeds the limit of 2048 bytes" in response.json()["detail"]
+    assert not WorkflowRun.objects.exists()
+
+
+def test_an_unknown_workflow_is_404(synced: None, api: ApiClient) -> None:
+    assert api.post("/api/workflows/nope/trigger", {"context": {}}).status_code == 404
+
+
+def test_a_disabled_workflow_is_409(synced: None, api: ApiClient) -> None:
+    Workflow.objects.filter(slug="scan-and-notify").update(enabled=False)
+    response = api.post(TRIGGER, {"context": {}})
+    assert response.status_code == 409
+    assert response.json()["detail"] == "workflow 'scan-and-notify' is disabled"
+
+
+@pytest.mark.parametrize("header", [None, "Bearer nonsense", "Bearer cc_deadbeef_wrongsecret", "Basic abc"])
+def test_missing_or_invalid_credentials_are_401(synced: None, operator: User, header: str | None) -> None:
+    client = ApiClient(None)
+    headers = {"Authorization": header} if header else {}
+    response = client.post(TRIGGER, {"context": {}}, headers=headers)
+    assert response.status_code == 401
+    assert "Bearer" in response.json()["detail"]
+    assert not WorkflowRun.objects.exists()
+
+
+def test_a_revoked_token_is_401_and_use_is_recorded(synced: None, operator: User) -> None:
+    token, value = ApiToken.issue(operator)
+    client = ApiClient(value)
+    assert client.get("/api/workflows").status_code == 200
+    token.refresh_from_db()
+    assert token.last_used_at is not None and token.token_hash != value and value.endswith(value[-8:])
+    ApiToken.objects.filter(id=token.id).update(revoked_at=token.last_used_at)
+    assert client.get("/api/workflows").status_code == 401
+
+
+def test_a_token_without_the_scope_is_403(synced: None, operator: User) -> None:
+    _, value = ApiToken.issue(operator, scopes=("read",))
+    response = ApiClient(value).post(TRIGGER, {"context": {}})
+    assert response.status_code == 403 and "'trigger' scope" in response.json()["detail"]
+
+
+def test_a_staff_session_may_use_the_api(synced: None, operator: User) -> None:
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=False)
+    client.force_login(operator)
+    assert client.get("/api/workflows").status_code == 200
+
+
+def test_the_same_idempotency_key_and_body_returns_the_first_run(synced: None, api: ApiClient) -> None:
+    headers = {"Idempotency-Key": "deploy-42"}
+    first = api.post(TRIGGER, {"context": {"target": "a"}}, headers=headers)
+    second = api.post(TRIGGER, {"context": {"target": "a"}}, headers=headers)
+    assert first.status_code == second.status_code == 202
+    assert first.json()["id"] == second.json()["id"]
+    assert WorkflowRun.objects.count() == 1
+
+
+def test_the_same_idempotency_key_with_another_body_is_422(synced: None, api: ApiClient) -> None:
+    headers = {"Idempotency-Key": "deploy-43"}
+    first = api.post(TRIGGER, {"context": {"target": "a"}}, headers=headers)
+    second = api.post(TRIGGER, {"context": {"target": "b"}}, headers=headers)
+    assert second.status_code == 422
+    assert "deploy-43" in second.json()["detail"] and second.json()["run_id"] == first.json()["id"]
+    assert WorkflowRun.objects.count() == 1
+
+
+def test_runs_are_listed_newest_first_filtered_and_paginated(synced: None, api: ApiClient) -> None:
+    ids = [api.post(TRIGGER, {"context": {"n": i}}).json()["id"] for i in range(3)]
+    api.post("/api/workflows/test-failure/trigger", {"context": {}})
+    body = api.get("/api/runs?workflow=scan-and-notify&limit=2").json()
+    assert body["count"] == 3 and [r["id"] for r in body["items"]] == ids[::-1][:2]
+    assert api.get("/api/runs?status=SUCCESS").json()["count"] == 0
+    assert api.get("/api/runs?status=PENDING").json()["count"] == 4
+    assert api.get("/api/runs?status=BOGUS").status_code == 422
+
+
+def test_unknown_and_malformed_run_ids(synced: None, api: ApiClient) -> None:
+    assert api.get(f"/api/runs/{uuid.uuid4()}").status_code == 404
+    assert api.get("/api/runs/not-a-uuid").status_code == 422
+
+
+def test_cancel_a_run_then_cancelling_again_is_409(synced: None, api: ApiClient) -> None:
+    run_id = api.post(TRIGGER, {"context": {}}).json()["id"]
+    response = api.post(f"/api/runs/{run_id}/cancel")
+    assert response.status_code == 200 and response.json()["status"] == "CANCELLED"
+    again = api.post(f"/api/runs/{run_id}/cancel")
+    assert again.status_code == 409 and "cannot move from CANCELLED to CANCELLED" in again.json()["detail"]
+
+
+def test_retry_a_failed_run_and_refuse_retrying_a_running_one(synced: None, api: ApiClient, settings: object) -> None:
+    run_id = api.post("/api/workflows/test-failure/trigger", {"context": {}}).json()["id"]
+    assert api.post(f"/api/runs/{run_id}/retry").status_code == 409
+    run = finish(WorkflowRun.objects.get(id=run_id), timeout=30)
+    assert run.status == RunStatus.FAILED
+    response = api.post(f"/api/runs/{run_id}/retry")
+    assert response.status_code == 200 and response.json()["status"] == "RUNNING"
+
+
+def test_workflows_are_listed_and_described(synced: None, api: ApiClient) -> None:
+    slugs = [w["slug"] for w in api.get("/api/workflows").json()]
+    assert {"scan-and-notify", "test-failure", "chain-40"} <= set(slugs)
+    detail = api.get("/api/workflows/scan-and-notify").json()
+    assert [(n["key"], n["agent"], n["depends_on"]) for n in detail["nodes"]] == [
+        ("scan", "scanner", []),
+        ("summarise", "summariser", ["scan"]),
+        ("notify", "log-notifier", ["summarise"]),
+    ]
+    assert api.get("/api/workflows/nope").status_code == 404
+
+
+def test_the_openapi_schema_is_served(synced: None, api: ApiClient) -> None:
+    schema = api.get("/api/openapi.json").json()
+    assert "/api/workflows/{slug}/trigger" in schema["paths"]
+
+
+def test_health_endpoints(db: None) -> None:
+    from django.test import Client
+
+    client = Client()
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ok", "database": "ok"}

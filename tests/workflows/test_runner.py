@@ -1,0 +1,316 @@
+"""The runner in one process: DAG order, retries, timeouts, cancellation, leases and the reaper."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from django.db import connections
+from django_tasks_db.models import DBTaskResult
+
+from agents.models import Agent, AgentRun
+from tests.conftest import finish, work
+from tests.workflows.helpers import define
+from workflows import runner
+from workflows.models import RunStatus, RunStep, StepStatus, WorkflowRun
+from workflows.services import trigger_workflow
+
+AGENTS = [
+    {"slug": "t-echo", "type": "echo"},
+    {"slug": "t-sleep", "type": "sleep"},
+    {"slug": "t-flaky", "type": "flaky"},
+    {"slug": "t-fail", "type": "fail"},
+]
+
+
+def attempts(run: WorkflowRun) -> list[tuple[str, int, str]]:
+    return list(run.attempts.order_by("started_at", "id").values_list("step__key", "attempt", "status"))
+
+
+@pytest.mark.django_db
+def test_steps_run_in_dag_order_and_outputs_flow_downstream(tmp_path: Path) -> None:
+    wf = define(
+        tmp_path,
+        "diamond",
+        [
+            {"key": "a", "agent": "t-echo", "inputs": {"host": "{{ context.host }}"}},
+            {"key": "b", "agent": "t-echo", "depends_on": ["a"], "inputs": {"v": "b-{{ steps.a.output.host }}"}},
+            {"key": "c", "agent": "t-echo", "depends_on": ["a"], "inputs": {"v": "c-{{ steps.a.output.host }}"}},
+            {
+                "key": "d",
+                "agent": "t-echo",
+                "depends_on": ["b", "c"],
+                "inputs": {"both": ["{{ steps.b.output.v }}", "{{ steps.c.output.v }}"]},
+            },
+        ],
+        AGENTS,
+    )
+    run, created = trigger_workflow(wf, context={"host": "db01"})
+    assert created and run.status == RunStatus.PENDING
+    run = finish(run)
+    assert run.status == RunStatus.SUCCESS
+    order = [key for key, _, _ in attempts(run)]
+    assert order[0] == "a" and order[-1] == "d" and set(order[1:3]) == {"b", "c"}
+    d = run.steps.get(key="d")
+    assert d.output == {"both": ["b-db01", "c-db01"]}
+    assert run.attempts.get(step__key="d").input == {"both": ["b-db01", "c-db01"]}
+    assert [t for _, t in run.transitions.values_list("from_status", "to_status")] == ["PENDING", "RUNNING", "SUCCESS"]
+
+
+@pytest.mark.django_db
+def test_a_chain_continues_inline_without_a_task_per_step(tmp_path: Path) -> None:
+    nodes = [{"key": "s1", "agent": "t-echo"}] + [
+        {"key": f"s{i}", "agent": "t-echo", "depends_on": [f"s{i - 1}"]} for i in range(2, 6)
+    ]
+    run, _ = trigger_workflow(define(tmp_path, "chain5", nodes, AGENTS), context={})
+    run = finish(run)
+    assert run.status == RunStatus.SUCCESS
+    # One task started the chain; every later step was claimed inline by the worker that finished the previous one.
+    assert DBTaskResult.objects.count() == 1
+    assert run.attempts.count() == 5
+
+
+@pytest.mark.django_db
+def test_parallel_branches_are_queued_for_other_workers(tmp_path: Path) -> None:
+    nodes = [{"key": "root", "agent": "t-echo"}] + [
+        {"key": f"b{i}", "agent": "t-echo", "depends_on": ["root"]} for i in range(4)
+    ]
+    run, _ = trigger_workflow(define(tmp_path, "fan", nodes, AGENTS), context={})
+    work(lambda: RunStep.objects.filter(run=run, key="root", status=StepStatus.SUCCESS).exists())
+    run = finish(run)
+    assert run.status == RunStatus.SUCCESS
+    # root's task + one task for each branch but the one continued inline
+    assert DBTaskResult.objects.count() == 1 + 3
+
+
+@pytest.mark.django_db
+def test_a_flaky_step_is_retried_with_backoff_until_it_succeeds(tmp_path: Path) -> None:
+    wf = define(
+        tmp_path,
+        "retry",
+        [
+            {
+                "key": "f",
+                "agent": "t-flaky",
+                "inputs": {"fail_times": 2},
+                "retry": {"max_attempts": 3, "backoff_seconds": 0.2, "backoff_max_seconds": 1, "jitter": 0},
+            }
+        ],
+        AGENTS,
+    )
+    run = finish(trigger_workflow(wf, context={})[0])
+    assert run.status == RunStatus.SUCCESS
+    assert attempts(run) == [("f", 1, "FAILED"), ("f", 2, "FAILED"), ("f", 3, "SUCCESS")]
+    rows = list(run.attempts.order_by("attempt"))
+    gaps = [(rows[i + 1].started_at - rows[i].finished_at).total_seconds() for i in range(2)]
+    # exponential: 0.2 s then 0.4 s (deferred tasks; never earlier than the backoff)
+    assert gaps[0] >= 0.2 and gaps[1] >= 0.4
+    assert rows[0].error_type == "AgentError" and "attempt 1" in rows[0].error_message
+
+
+@pytest.mark.django_db
+def test_a_step_that_keeps_failing_fails_the_run_after_max_attempts(tmp_path: Path) -> None:
+    wf = define(
+        tmp_path,
+        "doomed",
+        [
+            {"key": "ok", "agent": "t-echo"},
+            {
+                "key": "bad",
+                "agent": "t-fail",
+                "inputs": {"message": "disk full"},
+                "retry": {"max_attempts": 2, "backoff_seconds": 0.05},
+            },
+            {"key": "after", "agent": "t-echo", "depends_on": ["bad"]},
+        ],
+        AGENTS,
+    )
+    run = finish(trigger_workflow(wf, context={})[0])
+    assert run.status == RunStatus.FAILED
+    assert run.error == "step 'bad' failed after 2 attempts: AgentError: disk full"
+    assert [s for _, _, s in attempts(run) if _ == 0] == []
+    assert run.attempts.filter(step__key="bad").count() == 2
+    assert run.steps.get(key="after").status == StepStatus.CANCELLED
+    assert not run.attempts.filter(step__key="after").exists()
+
+
+def test_backoff_is_exponential_capped_and_jittered() -> None:
+    policy = {"backoff_seconds": 1.0, "backoff_max_seconds": 5.0, "jitter": 0.0}
+    assert [runner.backoff_delay(policy, n) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 5.0]
+    jittered = [runner.backoff_delay({**policy, "jitter": 0.5}, 2) for _ in range(200)]
+    assert min(jittered) >= 1.0 and max(jittered) <= 3.0 and len(set(jittered)) > 100
+
+
+@pytest.mark.django_db
+def test_a_permanent_failure_is_not_retried(tmp_path: Path) -> None:
+    wf = define(
+        tmp_path,
+        "perm",
+        [{"key": "p", "agent": "t-fail", "inputs": {"permanent": True}, "retry": {"max_attempts": 5}}],
+        AGENTS,
+    )
+    run = finish(trigger_workflow(wf, context={})[0])
+    assert run.status == RunStatus.FAILED and run.attempts.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_step_over_its_timeout_is_stopped_and_recorded(tmp_path: Path) -> None:
+    wf = define(
+        tmp_path, "slow", [{"key": "s", "agent": "t-sleep", "inputs": {"seconds": 30}, "timeout_seconds": 0.3}], AGENTS
+    )
+    started = time.monotonic()
+    run = finish(trigger_workflow(wf, context={})[0])
+    assert time.monotonic() - started < 5
+    assert run.status == RunStatus.FAILED
+    attempt = run.attempts.get()
+    assert attempt.status == AgentRun.Status.TIMED_OUT and attempt.error_type == "StepTimeout"
+    assert "timeout of 0.3s" in attempt.error_message
+
+
+@pytest.mark.django_db
+def test_a_missing_reference_fails_the_step_naming_it(tmp_path: Path) -> None:
+    wf = define(tmp_path, "ref", [{"key": "e", "agent": "t-echo", "inputs": {"h": "{{ context.host }}"}}], AGENTS)
+    run = finish(trigger_workflow(wf, context={"other": 1})[0])
+    assert run.status == RunStatus.FAILED
+    attempt = run.attempts.get()
+    assert attempt.error_type == "TemplateError"
+    assert attempt.error_message == "missing reference 'context.host' in inputs.h"
+
+
+@pytest.mark.django_db
+def test_a_disabled_agent_fails_the_step_clearly(tmp_path: Path) -> None:
+    wf = define(tmp_path, "dis", [{"key": "e", "agent": "t-echo"}], AGENTS)
+    Agent.objects.filter(slug="t-echo").update(enabled=False)
+    run = finish(trigger_workflow(wf, context={})[0])
+    assert run.status == RunStatus.FAILED and "agent 't-echo' is disabled" in run.error
+
+
+@pytest.mark.django_db
+def test_a_duplicate_delivery_does_not_run_a_step_twice(tmp_path: Path) -> None:
+    wf = define(tmp_path, "dup", [{"key": "e", "agent": "t-echo"}], AGENTS)
+    run, _ = trigger_workflow(wf, context={})
+    step = run.steps.get()
+    runner.enqueue_step(step.id)
+    runner.enqueue_step(step.id)
+    run = finish(run)
+    work()
+    assert run.status == RunStatus.SUCCESS and run.attempts.count() == 1
+
+
+@pytest.mark.django_db
+def test_the_reaper_recovers_a_step_whose_worker_died(tmp_path: Path) -> None:
+    wf = define(tmp_path, "reap", [{"key": "e", "agent": "t-echo", "retry": {"max_attempts": 2}}], AGENTS)
+    run, _ = trigger_workflow(wf, context={})
+    step = run.steps.get()
+    assert runner.claim(step.id, "gone-host:1")
+    RunStep.objects.filter(id=step.id).update(lease_expires_at=step.ready_at)  # long expired
+    assert runner.reap_expired_leases() == 1
+    step.refresh_from_db()
+    assert step.status == StepStatus.READY
+    run = finish(run)
+    assert run.status == RunStatus.SUCCESS
+    lost, ok = run.attempts.order_by("attempt")
+    assert (lost.status, lost.worker_id, lost.error_type) == ("LOST", "gone-host:1", "WorkerLost")
+    assert ok.status == "SUCCESS" and ok.attempt == 2
+
+
+@pytest.mark.django_db
+def test_the_reaper_fails_the_run_when_no_attempts_remain(tmp_path: Path) -> None:
+    wf = define(tmp_path, "reap1", [{"key": "e", "agent": "t-echo"}], AGENTS)
+    run, _ = trigger_workflow(wf, context={})
+    step = run.steps.get()
+    assert runner.claim(step.id, "gone-host:2")
+    RunStep.objects.filter(id=step.id).update(lease_expires_at=step.ready_at)
+    runner.reap_expired_leases()
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and "WorkerLost" in run.error
+
+
+@pytest.mark.django_db
+def test_a_ready_step_whose_message_was_lost_is_requeued(tmp_path: Path, settings: object) -> None:
+    wf = define(tmp_path, "lost", [{"key": "e", "agent": "t-echo"}], AGENTS)
+    run, _ = trigger_workflow(wf, context={})
+    DBTaskResult.objects.all().delete()  # the queue lost the message
+    assert runner.requeue_stale_ready() == 0  # still within the grace period
+    RunStep.objects.filter(run=run).update(ready_at=run.created_at.replace(year=2000))
+    assert runner.requeue_stale_ready() == 1
+    assert finish(run).status == RunStatus.SUCCESS
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancelling_a_run_stops_its_running_step(tmp_path: Path, settings: object) -> None:
+    settings.RUNNER_LEASE_SECONDS = 1.5  # renewals (and so cancellation checks) every 0.5 s
+    wf = define(
+        tmp_path,
+        "cancel",
+        [
+            {"key": "s", "agent": "t-sleep", "inputs": {"seconds": 30}},
+            {"key": "t", "agent": "t-echo", "depends_on": ["s"]},
+        ],
+        AGENTS,
+    )
+    run, _ = trigger_workflow(wf, context={})
+
+    def worker() -> None:
+        try:
+            work(lambda: WorkflowRun.objects.get(id=run.id).status == RunStatus.CANCELLED, timeout=15)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not RunStep.objects.filter(run=run, key="s", status=StepStatus.RUNNING).exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    started = time.monotonic()
+    runner.cancel_run(run, reason="operator said stop", actor="olivia")
+    thread.join(15)
+    assert not thread.is_alive()
+    assert run.status == RunStatus.CANCELLED and run.error == "operator said stop"
+    deadline = time.monotonic() + 5
+    while run.attempts.get().status == "RUNNING":
+        assert time.monotonic() < deadline, "the running attempt was not closed after cancellation"
+        time.sleep(0.05)
+    assert time.monotonic() - started < 5
+    assert run.attempts.get().status == AgentRun.Status.CANCELLED
+    assert set(run.steps.values_list("status", flat=True)) == {StepStatus.CANCELLED}
+    with pytest.raises(Exception, match="cannot move from CANCELLED to CANCELLED"):
+        runner.cancel_run(run, reason="again", actor="olivia")
+
+
+@pytest.mark.django_db
+def test_retry_reruns_only_the_failed_steps(tmp_path: Path) -> None:
+    wf = define(
+        tmp_path,
+        "retryrun",
+        [
+            {"key": "a", "agent": "t-echo"},
+            {"key": "b", "agent": "t-flaky", "depends_on": ["a"], "inputs": {"fail_times": 1}},
+            {"key": "c", "agent": "t-echo", "depends_on": ["b"]},
+        ],
+        AGENTS,
+    )
+    run = finish(trigger_workflow(wf, context={})[0])
+    assert run.status == RunStatus.FAILED
+    runner.retry_run(run, actor="olivia")
+    assert run.status == RunStatus.RUNNING
+    run = finish(run)
+    assert run.status == RunStatus.SUCCESS
+    assert attempts(run) == [("a", 1, "SUCCESS"), ("b", 1, "FAILED"), ("b", 2, "SUCCESS"), ("c", 1, "SUCCESS")]
+    assert run.transitions.filter(to_status="RUNNING", reason="retry of failed steps", actor="olivia").exists()
+
+
+@pytest.mark.django_db
+def test_a_run_keeps_its_definition_when_the_workflow_changes(tmp_path: Path) -> None:
+    wf = define(tmp_path, "snap", [{"key": "a", "agent": "t-echo", "inputs": {"v": 1}}], AGENTS)
+    run, _ = trigger_workflow(wf, context={})
+    wf = define(
+        tmp_path, "snap", [{"key": "a", "agent": "t-echo", "inputs": {"v": 2}}, {"key": "z", "agent": "t-echo"}], AGENTS
+    )
+    assert wf.version == 2
+    run = finish(run)
+    assert run.workflow_version == 1 and run.steps.count() == 1
+    assert run.steps.get().output == {"v": 1}
