@@ -1,7 +1,5 @@
 """Approval requests over the API: list and read them, approve or reject with a comment."""
 
-from __future__ import annotations
-
 import uuid
 from datetime import datetime
 from typing import Any
@@ -106,8 +104,11 @@ class ApprovalOut(Schema):
         }
 
 
+ApprovalStatus = ApprovalRequest.Status
+
+
 class ApprovalFilters(Schema):
-    status: ApprovalRequest.Status | None = None
+    status: ApprovalStatus | None = None
     workflow: str | None = None
     run: uuid.UUID | None = None
 
