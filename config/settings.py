@@ -27,7 +27,7 @@ CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS")
 SITE_URL = envurl("SITE_URL", "http://localhost:9002")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "config.admin.ConsoleAdminConfig",  # django.contrib.admin with the console home page
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
