@@ -101,7 +101,7 @@ elif _db["ENGINE"] == "django.db.backends.postgresql":
         }
         _db["CONN_MAX_AGE"] = 0
     else:
-        _db["CONN_MAX_AGE"] = envint("DATABASE_CONN_MAX_AGE", 60, minimum=0)
+        _db["CONN_MAX_AGE"] = envint("DATABASE_CONN_MAX_AGE", 0 if TESTING else 60, minimum=0)
         _db["CONN_HEALTH_CHECKS"] = True
     _db.setdefault("OPTIONS", {})["connect_timeout"] = envint("DATABASE_CONNECT_TIMEOUT", 5, minimum=1)
 else:
@@ -199,3 +199,47 @@ if PROMETHEUS_MULTIPROC_DIR:
 # them under Prometheus' cardinality budget (100 series per metric) for a few dozen endpoints.
 PROMETHEUS_LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float("inf"))
 # --- end of telemetry settings ----------------------------------------------------------------------------
+
+# --- Alert webhook and notifiers (observability/alerts, agents/notifiers) ---------------------------------
+# POST /webhooks/grafana authentication: a bearer token, Grafana's HMAC signature, or both (then both must
+# pass). Grafana signs "<timestamp>:<body>" when its contact point names a timestamp header; this must be
+# the same header name. Empty WEBHOOK_TIMESTAMP_HEADER accepts signatures over the body alone (no replay
+# window). With neither secret set the webhook is open, and a system check warns when DEBUG is off.
+WEBHOOK_TOKEN = envsecret("WEBHOOK_TOKEN")
+WEBHOOK_HMAC_SECRET = envsecret("WEBHOOK_HMAC_SECRET")
+WEBHOOK_TIMESTAMP_HEADER = envstr("WEBHOOK_TIMESTAMP_HEADER", "X-Grafana-Alerting-Signature-Timestamp").strip()
+WEBHOOK_TIMESTAMP_TOLERANCE_SECONDS = envint("WEBHOOK_TIMESTAMP_TOLERANCE_SECONDS", 300, minimum=1)
+# A repeat of the same alert (fingerprint, status, startsAt) within this window starts no second run.
+WEBHOOK_DEDUP_WINDOW_SECONDS = envint("WEBHOOK_DEDUP_WINDOW_SECONDS", 3600, minimum=0)
+# The middleware caps every body at API_MAX_BODY_BYTES first; this limit only matters when it is lower.
+WEBHOOK_MAX_BODY_BYTES = envint("WEBHOOK_MAX_BODY_BYTES", 1_048_576, minimum=1024)
+# Workflows that an alert's `workflow` label may select instead of alert-notification.
+ALERT_WORKFLOW_DEFAULT = envstr("ALERT_WORKFLOW_DEFAULT", "alert-notification")
+ALERT_WORKFLOW_ALLOWLIST = envlist("ALERT_WORKFLOW_ALLOWLIST", [])
+# Runbooks: a `runbook_url` annotation wins; else RUNBOOK_URL_MAP ("AlertName=url,Other=url"). A relative
+# runbook path (e.g. deploy/runbooks/x.md) is joined to RUNBOOK_BASE_URL.
+RUNBOOK_URL_MAP: dict[str, str] = {}
+for _item in envlist("RUNBOOK_URL_MAP", []):
+    _name, _sep, _url = _item.partition("=")
+    if not (_sep and _name.strip() and _url.strip()):
+        raise ImproperlyConfigured(f"RUNBOOK_URL_MAP item {_item!r} is not of the form AlertName=url")
+    RUNBOOK_URL_MAP[_name.strip()] = _url.strip()
+RUNBOOK_BASE_URL = envurl("RUNBOOK_BASE_URL")
+# Notifier defaults (an agent's config may override timeout_seconds and retries).
+NOTIFIER_TIMEOUT_SECONDS = envfloat("NOTIFIER_TIMEOUT_SECONDS", 10.0, minimum=0.1)
+NOTIFIER_RETRIES = envint("NOTIFIER_RETRIES", 2, minimum=0, maximum=10)
+NOTIFIER_SIGNATURE_HEADER = envstr("NOTIFIER_SIGNATURE_HEADER", "X-CommandCenter-Signature")
+NOTIFIER_TIMESTAMP_HEADER = envstr("NOTIFIER_TIMESTAMP_HEADER", "X-CommandCenter-Timestamp")
+# Email channel: Django's email backend (SMTP by default; the console backend prints instead).
+EMAIL_BACKEND = envstr("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = envstr("EMAIL_HOST", "localhost")
+EMAIL_PORT = envint("EMAIL_PORT", 25, minimum=1, maximum=65535)
+EMAIL_HOST_USER = envstr("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = envsecret("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = envbool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = envint("EMAIL_TIMEOUT", 10, minimum=1)
+DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "commandcenter@localhost")
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL are mutually exclusive; set at most one")
+# --- end of alert webhook and notifier settings ------------------------------------------------------------

@@ -71,7 +71,7 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 def test_two_workers_race_for_steps_and_each_runs_once_per_attempt(tmp_path: Path, start_worker: Callable) -> None:
     nodes = [{"key": "root", "agent": "p-echo"}]
     nodes += [
-        {"key": f"b{i}", "agent": "p-sleep", "depends_on": ["root"], "inputs": {"seconds": 0.05}} for i in range(8)
+        {"key": f"b{i}", "agent": "p-sleep", "depends_on": ["root"], "inputs": {"seconds": 0.2}} for i in range(8)
     ]
     nodes += [{"key": "join", "agent": "p-echo", "depends_on": [f"b{i}" for i in range(8)]}]
     wf = define(tmp_path, "race", nodes, AGENTS)
