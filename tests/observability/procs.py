@@ -56,6 +56,7 @@ class Process:
 
     def __init__(self, name: str, args: list[str], env: dict[str, str]) -> None:
         self.name = name
+        self.env = env
         self.log = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)  # noqa: SIM115
         self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
