@@ -230,16 +230,22 @@ NOTIFIER_TIMEOUT_SECONDS = envfloat("NOTIFIER_TIMEOUT_SECONDS", 10.0, minimum=0.
 NOTIFIER_RETRIES = envint("NOTIFIER_RETRIES", 2, minimum=0, maximum=10)
 NOTIFIER_SIGNATURE_HEADER = envstr("NOTIFIER_SIGNATURE_HEADER", "X-CommandCenter-Signature")
 NOTIFIER_TIMESTAMP_HEADER = envstr("NOTIFIER_TIMESTAMP_HEADER", "X-CommandCenter-Timestamp")
-# Email channel: Django's email backend (SMTP by default; the console backend prints instead).
-EMAIL_BACKEND = envstr("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
-EMAIL_HOST = envstr("EMAIL_HOST", "localhost")
-EMAIL_PORT = envint("EMAIL_PORT", 25, minimum=1, maximum=65535)
-EMAIL_HOST_USER = envstr("EMAIL_HOST_USER")
-EMAIL_HOST_PASSWORD = envsecret("EMAIL_HOST_PASSWORD")
-EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", False)
-EMAIL_USE_SSL = envbool("EMAIL_USE_SSL", False)
-EMAIL_TIMEOUT = envint("EMAIL_TIMEOUT", 10, minimum=1)
+# Email channel: Django's default mailer (SMTP unless EMAIL_BACKEND names another backend, e.g.
+# django.core.mail.backends.console.EmailBackend to print messages). The tests swap in locmem.
+_email_backend = envstr("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+_email_options: dict[str, object] = {}
+if _email_backend == "django.core.mail.backends.smtp.EmailBackend":
+    _email_options = {
+        "host": envstr("EMAIL_HOST", "localhost"),
+        "port": envint("EMAIL_PORT", 25, minimum=1, maximum=65535),
+        "username": envstr("EMAIL_HOST_USER"),
+        "password": envsecret("EMAIL_HOST_PASSWORD"),
+        "use_tls": envbool("EMAIL_USE_TLS", False),
+        "use_ssl": envbool("EMAIL_USE_SSL", False),
+        "timeout": envint("EMAIL_TIMEOUT", 10, minimum=1),
+    }
+    if _email_options["use_tls"] and _email_options["use_ssl"]:
+        raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL are mutually exclusive; set at most one")
+MAILERS = {"default": {"BACKEND": _email_backend, "OPTIONS": _email_options}}
 DEFAULT_FROM_EMAIL = envstr("DEFAULT_FROM_EMAIL", "commandcenter@localhost")
-if EMAIL_USE_TLS and EMAIL_USE_SSL:
-    raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL are mutually exclusive; set at most one")
 # --- end of alert webhook and notifier settings ------------------------------------------------------------
