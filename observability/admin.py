@@ -1,0 +1,131 @@
+"""The alert webhook in the operator console: deliveries with their outcome, and replay of failed ones."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
+
+from observability.alerts import processing
+from observability.models import AlertDelivery, AlertEvent
+
+
+def _run_links(runs: QuerySet) -> str:
+    return (
+        format_html_join(
+            ", ",
+            "<a href='{}'>{}</a>",
+            ((reverse("admin:workflows_workflowrun_change", args=[run.pk]), str(run.pk)[:8]) for run in runs),
+        )
+        or "-"
+    )
+
+
+@admin.register(AlertDelivery)
+class AlertDeliveryAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "received_at",
+        "source",
+        "status",
+        "alert_count",
+        "outcome",
+        "http_status",
+        "short_error",
+        "run_links",
+    ]
+    list_filter = ["outcome", "source", "status"]
+    search_fields = ["group_key", "error"]
+    date_hierarchy = "received_at"
+    actions = ["replay"]
+    fields = [
+        "received_at",
+        "source",
+        "status",
+        "group_key",
+        "alert_count",
+        "outcome",
+        "http_status",
+        "error",
+        "run_links",
+        "attempts",
+        "processed_at",
+        "content_type",
+        "pretty_headers",
+        "pretty_body",
+    ]
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[AlertDelivery]:
+        return super().get_queryset(request).prefetch_related("runs")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    @admin.display(description="error")
+    def short_error(self, obj: AlertDelivery) -> str:
+        return Truncator(obj.error).chars(80)
+
+    @admin.display(description="runs")
+    def run_links(self, obj: AlertDelivery) -> str:
+        return _run_links(obj.runs.all())
+
+    @admin.display(description="headers")
+    def pretty_headers(self, obj: AlertDelivery) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(obj.headers, indent=2, sort_keys=True))
+
+    @admin.display(description="body")
+    def pretty_body(self, obj: AlertDelivery) -> str:
+        try:
+            text = json.dumps(json.loads(obj.body), indent=2, ensure_ascii=False)
+        except ValueError:
+            text = obj.body
+        return format_html("<pre style='white-space: pre-wrap'>{}</pre>", text)
+
+    @admin.action(description="Replay: process the stored body again", permissions=["change"])
+    def replay(self, request: HttpRequest, queryset: QuerySet[AlertDelivery]) -> None:
+        for delivery in queryset.order_by("received_at", "id"):
+            result = processing.replay(delivery)
+            runs = result.body.get("workflowRunIds")
+            if result.status == 200:
+                started = f"started run(s) {', '.join(runs)}" if runs else "no new alert (all deduplicated)"
+                self.message_user(request, f"Delivery {delivery.pk}: {started}.", messages.SUCCESS)
+            else:
+                detail = result.body.get("detail", "")
+                self.message_user(request, f"Delivery {delivery.pk}: {result.status} {detail}", messages.ERROR)
+
+
+@admin.register(AlertEvent)
+class AlertEventAdmin(admin.ModelAdmin):
+    list_display = ["alertname", "status", "starts_at", "fingerprint", "notified_at", "duplicates", "last_seen_at"]
+    list_filter = ["status"]
+    search_fields = ["alertname", "fingerprint"]
+    readonly_fields = [
+        "fingerprint",
+        "status",
+        "starts_at",
+        "alertname",
+        "first_seen_at",
+        "last_seen_at",
+        "notified_at",
+        "duplicates",
+        "delivery",
+        "firing_event",
+        "run_links",
+    ]
+    exclude = ["runs"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    @admin.display(description="runs")
+    def run_links(self, obj: AlertEvent) -> str:
+        return _run_links(obj.runs.all())

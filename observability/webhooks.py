@@ -1,0 +1,64 @@
+"""POST /webhooks/grafana: Grafana (payload version "1") and Alertmanager (version "4") notifications.
+
+Answers: 200 ``{"workflowRunIds": [...], "deliveryId": n, "deduplicated": n}``; 401 when authentication
+fails; 413 over WEBHOOK_MAX_BODY_BYTES; 415 for a Content-Type other than JSON (no Content-Type is read as
+JSON); 400 for malformed JSON; 422 naming the field that breaks the schema; 503 when a valid payload could
+not be processed (stored with outcome "error", replayable from the admin; the sender retries too).
+Every authenticated request is stored before it is read, whatever it contains.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from observability import metrics
+from observability.alerts import auth, processing
+
+logger = logging.getLogger("observability.alerts")
+
+
+def _too_big(length: int | None) -> JsonResponse:
+    limit = settings.WEBHOOK_MAX_BODY_BYTES
+    size = f"{length} bytes" if length is not None else "The request body"
+    metrics.record_webhook_alert(source="unknown", status="unknown", outcome="rejected")
+    return JsonResponse({"detail": f"{size} exceeds the limit of {limit} bytes"}, status=413)
+
+
+@csrf_exempt
+@require_POST
+def grafana(request: HttpRequest) -> JsonResponse:
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0  # the middleware has answered 400 already
+    if declared > settings.WEBHOOK_MAX_BODY_BYTES:
+        return _too_big(declared)
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        return _too_big(None)
+    if len(body) > settings.WEBHOOK_MAX_BODY_BYTES:
+        return _too_big(len(body))
+    try:
+        auth.authenticate(request.headers, body)
+    except auth.AuthenticationFailed as exc:
+        logger.warning("alert webhook refused: %s", exc, extra={"event": "webhook.unauthorized"})
+        metrics.record_webhook_alert(source="unknown", status="unknown", outcome="unauthorized")
+        response = JsonResponse({"detail": f"authentication failed: {exc}"}, status=401)
+        if settings.WEBHOOK_TOKEN:
+            response["WWW-Authenticate"] = 'Bearer realm="alert webhook"'
+        return response
+    delivery = processing.store(body, request.headers)
+    try:
+        body.decode("utf-8")
+        utf8 = True
+    except UnicodeDecodeError:
+        utf8 = False
+    result = processing.process(delivery, utf8=utf8)
+    return JsonResponse(result.body, status=result.status)
