@@ -199,6 +199,7 @@ class WorkflowRun(models.Model):
             models.Index(fields=["-created_at"], name="run_created_idx"),
             models.Index(fields=["status", "-created_at"], name="run_status_created_idx"),
             models.Index(fields=["workflow", "-created_at"], name="run_workflow_created_idx"),
+            models.Index(fields=["trigger", "-created_at"], name="run_trigger_created_idx"),
             models.Index(fields=["trace_id"], name="run_trace_idx"),
         ]
 
