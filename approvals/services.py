@@ -378,12 +378,8 @@ def upstream_outputs(run: WorkflowRun) -> dict[str, Any]:
 def preview_inputs(request: ApprovalRequest) -> tuple[Any, str]:
     """The inputs the gated step will get, rendered as the runner will render them: (inputs, error)."""
     run = request.run
-    scope = {
-        "context": run.context,
-        "run": {"id": str(run.id), "workflow": run.workflow_slug, "trigger": run.trigger},
-        "steps": {key: {"output": output} for key, output in upstream_outputs(run).items()},
-    }
     try:
-        return render_inputs(run.node(request.node_key).get("inputs", {}), scope), ""
+        template = run.node(request.node_key).get("inputs", {})
+        return render_inputs(template, runner.template_scope(run, template)), ""
     except (TemplateError, KeyError) as exc:
         return None, str(exc)

@@ -44,7 +44,7 @@ from workflows.models import (
     StepStatus,
     WorkflowRun,
 )
-from workflows.templating import TemplateError, render_inputs
+from workflows.templating import TemplateError, references, render_inputs
 
 logger = logging.getLogger("workflows.runner")
 
@@ -146,8 +146,14 @@ class Outcome:
 RELEASED = "RELEASED"
 
 
-def _upstream_scope(run: WorkflowRun) -> dict[str, Any]:
-    outputs = RunStep.objects.filter(run=run, status=StepStatus.SUCCESS).values_list("key", "output")
+def template_scope(run: WorkflowRun, template: Any) -> dict[str, Any]:
+    """What an inputs template may reference; only the upstream outputs it names are loaded."""
+    wanted = {ref.split(".")[1] for ref in references(template) if ref.startswith("steps.")}
+    outputs = (
+        RunStep.objects.filter(run=run, status=StepStatus.SUCCESS, key__in=wanted).values_list("key", "output")
+        if wanted
+        else []
+    )
     return {
         "context": run.context,
         "run": {"id": str(run.id), "workflow": run.workflow_slug, "trigger": run.trigger},
@@ -181,7 +187,7 @@ def execute_claimed(step_id: int, worker: str) -> int | None:
     agent = Agent.objects.filter(slug=node["agent"]).first()
     attempt.agent = agent
     try:
-        attempt.input = render_inputs(node["inputs"], _upstream_scope(run))
+        attempt.input = render_inputs(node["inputs"], template_scope(run, node["inputs"]))
     except TemplateError as exc:
         outcome = Outcome(AgentRun.Status.FAILED, error_type="TemplateError", error_message=str(exc), permanent=True)
     if outcome is None:
@@ -197,7 +203,7 @@ def execute_claimed(step_id: int, worker: str) -> int | None:
         assert agent is not None
         with events.attempt_scope(run, step, attempt, node):
             outcome = _supervise(run, step, attempt, node, agent, worker)
-    return _finish_attempt(run.id, step.id, attempt, node, worker, outcome)
+    return _finish_attempt(run.id, step, attempt, node, worker, outcome)
 
 
 def _supervise(
@@ -289,7 +295,8 @@ def _renew_lease(step: RunStep, attempt: AgentRun, worker: str) -> bool:
     return renewed == 1
 
 
-def _close_attempt(attempt: AgentRun, outcome: Outcome, now: datetime) -> None:
+def _close_attempt(attempt: AgentRun, outcome: Outcome, now: datetime) -> bool:
+    """Records the attempt's outcome unless someone (the reaper) closed it first."""
     attempt.status = AgentRun.Status.CANCELLED if outcome.status == RELEASED else outcome.status
     attempt.output = outcome.output
     attempt.error_type = outcome.error_type
@@ -297,69 +304,58 @@ def _close_attempt(attempt: AgentRun, outcome: Outcome, now: datetime) -> None:
     attempt.finished_at = now
     attempt.duration_seconds = (now - attempt.started_at).total_seconds()
     attempt.lease_expires_at = None
-    attempt.save(
-        update_fields=[
-            "status",
-            "output",
-            "error_type",
-            "error_message",
-            "finished_at",
-            "duration_seconds",
-            "lease_expires_at",
-        ]
+    return bool(
+        AgentRun.objects.filter(id=attempt.id, status=AgentRun.Status.RUNNING).update(
+            status=attempt.status,
+            output=attempt.output,
+            error_type=attempt.error_type,
+            error_message=attempt.error_message,
+            finished_at=now,
+            duration_seconds=attempt.duration_seconds,
+            lease_expires_at=None,
+        )
     )
 
 
 def _finish_attempt(
-    run_id: Any, step_id: int, attempt: AgentRun, node: dict[str, Any], worker: str, outcome: Outcome
+    run_id: Any, step: RunStep, attempt: AgentRun, node: dict[str, Any], worker: str, outcome: Outcome
 ) -> int | None:
     with transaction.atomic():
         run = WorkflowRun.objects.select_for_update().get(id=run_id)
-        step = RunStep.objects.select_for_update().get(id=step_id)
         now = timezone.now()
-        owned = step.status == StepStatus.RUNNING and step.worker_id == worker and step.attempts == attempt.attempt
-        if not owned:
-            # Cancelled, failed by another branch, or reaped after our lease expired: the attempt's result
-            # no longer decides anything.
-            if outcome.status == AgentRun.Status.SUCCESS:
-                outcome = Outcome(AgentRun.Status.CANCELLED, output=outcome.output, error_type="StepNoLongerOwned")
-            if not outcome.error_message:
-                outcome.error_message = f"step became {step.status} while this attempt ran; result discarded"
-            if outcome.status not in (AgentRun.Status.CANCELLED, RELEASED):
-                outcome.status = AgentRun.Status.CANCELLED
-            if AgentRun.objects.filter(id=attempt.id, status=AgentRun.Status.RUNNING).exists():
-                _close_attempt(attempt, outcome, now)
-                events.attempt_finished(run, step, attempt, node)
-            return None
-        _close_attempt(attempt, outcome, now)
-        events.attempt_finished(run, step, attempt, node)
-        step.lease_expires_at = None
-        step.worker_id = ""
+        # Each outcome is written by one conditional UPDATE that matches only while this worker still holds
+        # this attempt: a cancelled, failed-elsewhere or reaped step is left alone.
+        mine = RunStep.objects.filter(id=step.id, status=StepStatus.RUNNING, worker_id=worker, attempts=attempt.attempt)
+        released = {"lease_expires_at": None, "worker_id": ""}
         if outcome.status == RELEASED:
-            step.status = StepStatus.READY
-            step.attempt_offset += 1
-            step.ready_at = now
-            step.run_after = None
-            step.save(
-                update_fields=[
-                    "status",
-                    "attempt_offset",
-                    "ready_at",
-                    "run_after",
-                    "lease_expires_at",
-                    "worker_id",
-                ]
+            owned = mine.update(
+                status=StepStatus.READY,
+                attempt_offset=F("attempt_offset") + 1,
+                ready_at=now,
+                run_after=None,
+                **released,
             )
-            _enqueue_on_commit(step.id)
-            return None
-        if outcome.status == AgentRun.Status.SUCCESS:
-            step.status = StepStatus.SUCCESS
-            step.output = outcome.output
-            step.error = ""
-            step.finished_at = now
-            step.save(update_fields=["status", "output", "error", "finished_at", "lease_expires_at", "worker_id"])
+            if owned:
+                _enqueue_on_commit(step.id)
+        elif outcome.status == AgentRun.Status.SUCCESS:
+            owned = mine.update(status=StepStatus.SUCCESS, output=outcome.output, error="", finished_at=now, **released)
+        else:
+            owned = handle_failure(
+                run, step, node, outcome.error_type, outcome.error_message, outcome.permanent, now, guard=mine
+            )
+        if not owned:
+            current = RunStep.objects.filter(id=step.id).values_list("status", flat=True).first()
+            outcome = Outcome(
+                AgentRun.Status.CANCELLED,
+                output=outcome.output,
+                error_type=outcome.error_type or "StepNoLongerOwned",
+                error_message=outcome.error_message
+                or f"step became {current} while this attempt ran; result discarded",
+            )
+        if _close_attempt(attempt, outcome, now):
+            events.attempt_finished(run, step, attempt, node)
+        if owned and outcome.status == AgentRun.Status.SUCCESS:
             return advance(run, now, inline_worker=worker)
-        handle_failure(run, step, node, outcome.error_type, outcome.error_message, outcome.permanent, now)
         return None
 
 
@@ -372,29 +368,36 @@ def handle_failure(
     permanent: bool,
     now: datetime,
     *,
+    guard: Any = None,
     immediate: bool = False,
-) -> None:
-    """Retries the step per its policy, or fails it and the run. Caller holds the run lock."""
+) -> bool:
+    """Retries the step per its policy, or fails it and the run. Caller holds the run lock.
+
+    ``guard`` is the queryset that must still match the step for the change to apply (ownership); returns
+    whether it did.
+    """
     counted = step.attempts - step.attempt_offset
-    max_attempts = int(node["retry"]["max_attempts"])
-    step.error = f"{error_type}: {message}"[:5000]
-    step.lease_expires_at = None
-    step.worker_id = ""
-    if not permanent and counted < max_attempts:
+    retry = not permanent and counted < int(node["retry"]["max_attempts"])
+    fields: dict[str, Any] = {"error": f"{error_type}: {message}"[:5000], "lease_expires_at": None, "worker_id": ""}
+    delay = 0.0
+    if retry:
         delay = 0.0 if immediate else backoff_delay(node["retry"], counted)
-        run_after = now + timedelta(seconds=delay)
-        step.status = StepStatus.READY
-        step.run_after = run_after
-        step.ready_at = run_after
-        step.save(update_fields=["status", "run_after", "ready_at", "error", "lease_expires_at", "worker_id"])
+        fields.update(
+            status=StepStatus.READY, run_after=now + timedelta(seconds=delay), ready_at=now + timedelta(seconds=delay)
+        )
+    else:
+        fields.update(status=StepStatus.FAILED, finished_at=now)
+    if not (guard if guard is not None else RunStep.objects.filter(id=step.id)).update(**fields):
+        return False
+    for name, value in fields.items():
+        setattr(step, name, value)
+    if retry:
         events.retry_scheduled(run, step, node, reason=error_type, delay=delay)
-        _enqueue_on_commit(step.id, run_after if delay > 0 else None)
-        return
-    step.status = StepStatus.FAILED
-    step.finished_at = now
-    step.save(update_fields=["status", "finished_at", "error", "lease_expires_at", "worker_id"])
-    tries = f"{counted} attempt{'s' if counted != 1 else ''}"
-    fail_run(run, f"step '{step.key}' failed after {tries}: {error_type}: {message}", now)
+        _enqueue_on_commit(step.id, step.run_after if delay > 0 else None)
+    else:
+        tries = f"{counted} attempt{'s' if counted != 1 else ''}"
+        fail_run(run, f"step '{step.key}' failed after {tries}: {error_type}: {message}", now)
+    return True
 
 
 def _close_open_steps(run: WorkflowRun, now: datetime) -> None:
@@ -435,7 +438,7 @@ def advance(run: WorkflowRun, now: datetime, *, inline_worker: str | None = None
     With ``inline_worker`` the first ready step is claimed for that worker in this same transaction and its
     id returned, so the caller runs it next without a trip through the queue. Caller holds the run lock.
     """
-    steps = list(RunStep.objects.filter(run=run))
+    steps = list(RunStep.objects.filter(run=run).only("id", "run_id", "key", "status", "attempts"))
     status_of = {s.key: s.status for s in steps}
     inline: int | None = None
     for step in steps:
@@ -541,7 +544,7 @@ def reap_expired_leases(limit: int = 100) -> int:
     for step_id, run_id in expired:
         with transaction.atomic():
             run = WorkflowRun.objects.select_for_update().get(id=run_id)
-            step = RunStep.objects.select_for_update().get(id=step_id)
+            step = RunStep.objects.get(id=step_id)
             if step.status != StepStatus.RUNNING or step.lease_expires_at is None or step.lease_expires_at >= now:
                 continue
             node = run.node(step.key)
@@ -562,14 +565,14 @@ def reap_expired_leases(limit: int = 100) -> int:
                     started_at=step.started_at or now,
                 )
                 attempt.save(force_insert=True)
-            if attempt.status == AgentRun.Status.RUNNING:
-                _close_attempt(
-                    attempt,
-                    Outcome(AgentRun.Status.LOST, error_type="WorkerLost", error_message=message),
-                    now,
-                )
+            guard = RunStep.objects.filter(
+                id=step.id, status=StepStatus.RUNNING, attempts=step.attempts, lease_expires_at=step.lease_expires_at
+            )
+            if not handle_failure(run, step, node, "WorkerLost", message, False, now, guard=guard, immediate=True):
+                continue  # renewed or finished meanwhile
+            lost = Outcome(AgentRun.Status.LOST, error_type="WorkerLost", error_message=message)
+            if _close_attempt(attempt, lost, now):
                 events.attempt_finished(run, step, attempt, node)
-            handle_failure(run, step, node, "WorkerLost", message, False, now, immediate=True)
             reaped += 1
             logger.warning(
                 "reaped step %s of run %s",
