@@ -1,0 +1,104 @@
+"""Workloads on CommandCenter itself: chain-40, noop-3 throughput, idle latency, worker memory."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import rss_mib, summary, wait_until, workers
+
+
+def _models() -> Any:
+    from agents.models import AgentRun
+    from workflows.models import TERMINAL_RUN_STATUSES, Workflow, WorkflowRun
+    from workflows.services import trigger_workflow
+
+    return AgentRun, TERMINAL_RUN_STATUSES, Workflow, WorkflowRun, trigger_workflow
+
+
+def _wait_terminal(run_ids: list[Any], timeout: float) -> None:
+    _, terminal, _, WorkflowRun, _ = _models()
+    wait_until(
+        lambda: WorkflowRun.objects.filter(id__in=run_ids, status__in=terminal).count() == len(run_ids), timeout, 0.005
+    )
+
+
+def chain(env: dict[str, str], log_dir: Path, repeats: int) -> dict[str, Any]:
+    """chain-40 (40 sequential 10 ms steps), trigger -> SUCCESS, one worker."""
+    _, _, Workflow, _WorkflowRun, trigger = _models()
+    workflow = Workflow.objects.get(slug="chain-40")
+    durations, statuses = [], []
+    with workers(1, env, log_dir):
+        for _ in range(repeats + 1):  # the first run warms the worker up and is not counted
+            run, _ = trigger(workflow, context={})
+            _wait_terminal([run.id], 120)
+            run.refresh_from_db()
+            statuses.append(run.status)
+            durations.append((run.finished_at - run.created_at).total_seconds())
+    result = summary(durations[1:])
+    result["statuses"] = sorted(set(statuses))
+    result["per_step_overhead_ms"] = (result["p50"] / 40 - 0.010) * 1000
+    return result
+
+
+def throughput(env: dict[str, str], log_dir: Path, runs: int, worker_counts: tuple[int, ...]) -> dict[str, Any]:
+    """``runs`` runs of noop-3 triggered as fast as possible into 1, 2, 4 workers."""
+    _, _, Workflow, WorkflowRun, trigger = _models()
+    workflow = Workflow.objects.get(slug="noop-3")
+    out: dict[str, Any] = {}
+    for count in worker_counts:
+        with workers(count, env, log_dir):
+            started = time.monotonic()
+            ids = [trigger(workflow, context={"i": i})[0].id for i in range(runs)]
+            trigger_seconds = time.monotonic() - started
+            _wait_terminal(ids, 600)
+            elapsed = time.monotonic() - started
+            rows = list(WorkflowRun.objects.filter(id__in=ids).values_list("created_at", "finished_at", "status"))
+        latencies = [(f - c).total_seconds() for c, f, _ in rows]
+        out[f"{count}_workers"] = {
+            "runs": runs,
+            "runs_per_second": runs / elapsed,
+            "trigger_seconds": trigger_seconds,
+            "latency": summary(latencies),
+            "statuses": sorted({s for _, _, s in rows}),
+        }
+    return out
+
+
+def idle_latency(env: dict[str, str], log_dir: Path, runs: int, rate: float = 1.0) -> dict[str, Any]:
+    """At ``rate`` runs/s into one idle worker: trigger -> first step started."""
+    AgentRun, _, Workflow, WorkflowRun, trigger = _models()
+    workflow = Workflow.objects.get(slug="noop-3")
+    ids = []
+    with workers(1, env, log_dir):
+        time.sleep(1.0)  # let the worker settle into its idle wait
+        for _ in range(runs):
+            tick = time.monotonic()
+            ids.append(trigger(workflow, context={})[0].id)
+            time.sleep(max(0.0, 1 / rate - (time.monotonic() - tick)))
+        _wait_terminal(ids, 60)
+    created = dict(WorkflowRun.objects.filter(id__in=ids).values_list("id", "created_at"))
+    first: dict[Any, Any] = {}
+    for run_id, started in (
+        AgentRun.objects.filter(run_id__in=ids).order_by("started_at").values_list("run_id", "started_at")
+    ):
+        first.setdefault(run_id, started)
+    latencies = [(first[i] - created[i]).total_seconds() * 1000 for i in ids]
+    return {"unit": "ms", **summary(latencies)}
+
+
+def worker_memory(env: dict[str, str], log_dir: Path, runs: int) -> dict[str, Any]:
+    """RSS of one worker idle, after ``runs`` noop-3 runs, and after as many again (growth check)."""
+    _, _, Workflow, _, trigger = _models()
+    workflow = Workflow.objects.get(slug="noop-3")
+    with workers(1, env, log_dir) as procs:
+        pid = procs[0].pid
+        time.sleep(1.0)
+        idle = rss_mib(pid)
+        marks = []
+        for _ in range(2):
+            ids = [trigger(workflow, context={})[0].id for _ in range(runs // 2)]
+            _wait_terminal(ids, 900)
+            marks.append(rss_mib(pid))
+    return {"unit": "MiB", "idle": idle, "after_half": marks[0], "after_all": marks[1], "runs": runs}
