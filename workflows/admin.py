@@ -286,6 +286,8 @@ class RunSearchMixin:
         condition = Q(trace_id=term.lower())
         with contextlib.suppress(ValueError):
             condition |= Q(id=uuid.UUID(term))
+            # A whole run or trace id: both lookups use an index; the context scan is not needed.
+            return queryset.filter(condition), False
         compact = term.lower().replace("-", "")
         if 8 <= len(compact) < 32 and all(c in "0123456789abcdef" for c in compact):
             condition |= Q(id_text__startswith=term.lower())
@@ -571,6 +573,7 @@ def build_timeline(
             "label": label,
             "title": f"{label} — {format_duration(seconds)}, at +{format_duration((start - origin).total_seconds())}",
             "open": finish is None,
+            "wide": right - left >= 9 and kind in ("attempt", "approval"),
         }
 
     rows = []
@@ -584,7 +587,9 @@ def build_timeline(
                 bars.append(
                     bar("approval", req.status.lower(), req.requested_at, req.decided_at, f"approval {req.status}")
                 )
-        for attempt in own:
+        for previous, attempt in zip([None, *own], own, strict=False):
+            if previous is not None and previous.finished_at and attempt.started_at > previous.finished_at:
+                bars.append(bar("backoff", "backoff", previous.finished_at, attempt.started_at, "retry backoff"))
             bars.append(
                 bar(
                     "attempt",
