@@ -45,20 +45,48 @@ def test_a_triggered_run_reaches_success_with_every_attempt_recorded(synced: Non
     finish(WorkflowRun.objects.get(id=run_id))
     body = api.get(f"/api/runs/{run_id}").json()
     assert body["status"] == "SUCCESS"
-    assert [(a["step"], a["attempt"], a["status"]) for a in body["attempts"]] == [
+    attempts = {a["step"]: a for a in body["attempts"]}
+    assert [(a["step"], a["attempt"], a["status"]) for a in body["attempts"][:2]] == [
         ("scan", 1, "SUCCESS"),
         ("summarise", 1, "SUCCESS"),
-        ("notify", 1, "SUCCESS"),
     ]
-    notify = body["attempts"][2]
-    assert notify["input"]["message"].startswith("Scan of db01 found ")
-    assert notify["output"]["delivered"] is True and notify["duration_seconds"] >= 0
-    assert [t["to_status"] for t in body["transitions"]] == ["PENDING", "RUNNING", "SUCCESS"]
-    assert {s["key"]: s["status"] for s in body["steps"]} == {
-        "scan": "SUCCESS",
-        "summarise": "SUCCESS",
-        "notify": "SUCCESS",
+    assert {k: (a["attempt"], a["status"]) for k, a in attempts.items()} == {
+        "scan": (1, "SUCCESS"),
+        "summarise": (1, "SUCCESS"),
+        "notify": (1, "SUCCESS"),
+        "notify-slack": (1, "SUCCESS"),
+        "notify-webhook": (1, "SUCCESS"),
     }
+    notify = attempts["notify"]
+    assert notify["input"]["message"].startswith("Scan of db01 found ")
+    assert notify["duration_seconds"] >= 0
+    assert [t["to_status"] for t in body["transitions"]] == ["PENDING", "RUNNING", "SUCCESS"]
+    assert {s["key"]: s["status"] for s in body["steps"]} == dict.fromkeys(attempts, "SUCCESS")
+    assert "ALERT_WEBHOOK_URL is not set" in attempts["notify-webhook"]["output"]["skipped"]
+
+
+def test_scan_and_notify_delivers_to_a_configured_webhook(
+    synced: None, api: ApiClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    from agents import http
+
+    sent: list[httpx.Request] = []
+
+    def remote(request: httpx.Request, *, timeout: float) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(204)
+
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", "https://hooks.example.test/cc")
+    monkeypatch.setenv("ALERT_WEBHOOK_SECRET", "s3cret")
+    monkeypatch.setattr(http, "send", remote)
+    run_id = api.post(TRIGGER, {"context": {"target": "db01"}}).json()["id"]
+    run = finish(WorkflowRun.objects.get(id=run_id))
+    assert run.status == RunStatus.SUCCESS
+    assert len(sent) == 1 and str(sent[0].url) == "https://hooks.example.test/cc"
+    body = json.loads(sent[0].content)
+    assert "Scan of db01 found" in json.dumps(body) and str(run.id) in json.dumps(body)
 
 
 @pytest.mark.parametrize(
@@ -191,6 +219,8 @@ def test_workflows_are_listed_and_described(synced: None, api: ApiClient) -> Non
         ("scan", "scanner", []),
         ("summarise", "summariser", ["scan"]),
         ("notify", "log-notifier", ["summarise"]),
+        ("notify-slack", "alert-slack", ["summarise"]),
+        ("notify-webhook", "alert-webhook", ["summarise"]),
     ]
     assert api.get("/api/workflows/nope").status_code == 404
 
