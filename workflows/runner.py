@@ -129,9 +129,9 @@ def claim(step_id: int, worker: str) -> bool:
 def run_step(step_id: int) -> None:
     """Entry point of the task: claim the step, run it, and keep going inline while the run has work."""
     worker = worker_id()
-    next_id: int | None = step_id if claim(step_id, worker) else None
-    while next_id is not None:
-        next_id = execute_claimed(next_id, worker)
+    claimed: RunStep | int | None = step_id if claim(step_id, worker) else None
+    while claimed is not None:
+        claimed = execute_claimed(claimed, worker)
 
 
 @dataclass
@@ -161,9 +161,13 @@ def template_scope(run: WorkflowRun, template: Any) -> dict[str, Any]:
     }
 
 
-def execute_claimed(step_id: int, worker: str) -> int | None:
-    """Runs one attempt of a step this worker has claimed; returns the next step it claimed inline."""
-    step = RunStep.objects.select_related("run").get(id=step_id)
+def execute_claimed(claimed: RunStep | int, worker: str) -> RunStep | None:
+    """Runs one attempt of a step this worker has claimed; returns the next step it claimed inline.
+
+    ``claimed`` is a step id (claimed from the queue) or the step that ``advance`` claimed inline, which comes
+    with its run already loaded.
+    """
+    step = claimed if isinstance(claimed, RunStep) else RunStep.objects.select_related("run").get(id=claimed)
     run = step.run
     if run.status == RunStatus.PENDING:
         with transaction.atomic():
@@ -319,7 +323,7 @@ def _close_attempt(attempt: AgentRun, outcome: Outcome, now: datetime) -> bool:
 
 def _finish_attempt(
     run_id: Any, step: RunStep, attempt: AgentRun, node: dict[str, Any], worker: str, outcome: Outcome
-) -> int | None:
+) -> RunStep | None:
     with transaction.atomic():
         run = WorkflowRun.objects.select_for_update().get(id=run_id)
         now = timezone.now()
@@ -432,15 +436,15 @@ def release_gate(run: WorkflowRun, step: RunStep, now: datetime) -> None:
     settle(run, set(RunStep.objects.filter(run=run).values_list("status", flat=True)), now)
 
 
-def advance(run: WorkflowRun, now: datetime, *, inline_worker: str | None = None) -> int | None:
+def advance(run: WorkflowRun, now: datetime, *, inline_worker: str | None = None) -> RunStep | None:
     """Makes every step whose dependencies all succeeded ready (or gated), then settles the run status.
 
-    With ``inline_worker`` the first ready step is claimed for that worker in this same transaction and its
-    id returned, so the caller runs it next without a trip through the queue. Caller holds the run lock.
+    With ``inline_worker`` the first ready step is claimed for that worker in this same transaction and
+    returned, so the caller runs it next without a trip through the queue. Caller holds the run lock.
     """
-    steps = list(RunStep.objects.filter(run=run).only("id", "run_id", "key", "status", "attempts"))
+    steps = list(RunStep.objects.filter(run=run).only("id", "run_id", "key", "status", "attempts", "attempt_offset"))
     status_of = {s.key: s.status for s in steps}
-    inline: int | None = None
+    inline: RunStep | None = None
     for step in steps:
         if step.status != StepStatus.PENDING:
             continue
@@ -468,7 +472,8 @@ def advance(run: WorkflowRun, now: datetime, *, inline_worker: str | None = None
                     "ready_at",
                 ]
             )
-            inline = step.id
+            step.run = run
+            inline = step
         else:
             step.status = StepStatus.READY
             step.ready_at = now
