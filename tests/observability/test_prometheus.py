@@ -141,8 +141,11 @@ def scraped(committed: Tokens, django_db_blocker: Any) -> Iterator[Prometheus]:
             )
             runs = WorkflowRun.objects.count()
         _wait(
-            "Prometheus to scrape every finished run",
-            lambda: sum(float(r["value"][1]) for r in prometheus.query("workflow_runs_total")) == runs,
+            "Prometheus to scrape every finished run, and no active one",
+            lambda: (
+                sum(float(r["value"][1]) for r in prometheus.query("workflow_runs_total")) == runs
+                and sum(float(r["value"][1]) for r in prometheus.query("workflows_active")) == 0
+            ),
         )
         yield prometheus
     finally:
