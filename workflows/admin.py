@@ -21,7 +21,19 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import CharField, Count, IntegerField, OuterRef, Q, QuerySet, Subquery, TextField, Value
+from django.db.models import (
+    CharField,
+    Count,
+    ForeignKey,
+    IntegerField,
+    ManyToManyField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    TextField,
+    Value,
+)
 from django.db.models.functions import Cast, Coalesce
 from django.forms.models import BaseInlineFormSet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
@@ -524,7 +536,7 @@ class WorkflowRunAdmin(RunSearchMixin, admin.ModelAdmin):
             "reruns": list(run.reruns.only("id", "status", "created_at").order_by("created_at")),
             "timeline": build_timeline(run, steps, attempts, approvals, names, now),
             "grafana": links.run_links(run),
-            "alert": alert_for(run),
+            "alerts": alerts_for(run),
             "workflow_url": _admin_url("workflows_workflow_change", run.workflow_id),
             "operate": operate,
             "can_cancel": operate and run.status not in TERMINAL_RUN_STATUSES,
@@ -612,27 +624,27 @@ def _seconds(start: datetime | None, end: datetime | None, now: datetime) -> flo
     return max(0.0, ((end or now) - start).total_seconds())
 
 
-def alert_for(run: WorkflowRun) -> dict[str, str] | None:
-    """The alert record that started the run, found through any observability model related to runs.
+def alerts_for(run: WorkflowRun) -> list[dict[str, str]]:
+    """The alert records that started the run: the alert itself and the webhook delivery that carried it.
 
-    The alert webhook stores what it received in the observability app; whatever that model is called, a
-    relation to WorkflowRun (foreign key or many-to-many) leads from the run to it.
+    They live in the observability app; every model there with a relation to WorkflowRun (foreign key or
+    many-to-many) is asked, so the page follows the webhook's models without naming them.
     """
     if run.trigger != TriggerSource.ALERT:
-        return None
+        return []
     from django.apps import apps
 
     try:
         config = apps.get_app_config("observability")
     except LookupError:
-        return None
+        return []
+    found = []
     for model in config.get_models():
         for field in model._meta.get_fields():
-            if field.is_relation and field.related_model is WorkflowRun and (field.many_to_many or field.many_to_one):
-                if not getattr(field, "concrete", False):
-                    continue
-                record = model._default_manager.filter(**{field.name: run}).order_by("-pk").first()
-                if record is not None:
-                    url = _admin_url(f"{model._meta.app_label}_{model._meta.model_name}_change", record.pk)
-                    return {"label": str(record), "url": url or ""}
-    return None
+            if not isinstance(field, ForeignKey | ManyToManyField) or field.related_model is not WorkflowRun:
+                continue
+            for record in model._default_manager.filter(**{field.name: run}).order_by("-pk")[:5]:
+                url = _admin_url(f"{model._meta.app_label}_{model._meta.model_name}_change", record.pk)
+                found.append({"label": str(record), "url": url or "", "kind": str(model._meta.verbose_name)})
+    # The alert itself before the delivery that carried it.
+    return sorted(found, key=lambda a: "event" not in a["kind"])

@@ -101,3 +101,25 @@ def test_the_run_page_needs_the_view_permission(client, outsider, make_run):
     client.force_login(outsider)
     response = client.get(reverse("admin:workflows_workflowrun_change", args=[make_run().pk]))
     assert response.status_code == 403
+
+
+def test_an_alert_run_links_to_its_alert_and_the_delivery_that_carried_it(operator_client, make_run):
+    from observability.models import AlertDelivery, AlertEvent
+
+    run = make_run(trigger="alert")
+    delivery = AlertDelivery.objects.create(source="grafana", status="firing", outcome="processed")
+    delivery.runs.add(run)
+    event = AlertEvent.objects.create(
+        fingerprint="abc123",
+        status="firing",
+        starts_at=run.created_at,
+        alertname="HighErrorRate",
+        notified_at=run.created_at,
+        delivery=delivery,
+    )
+    event.runs.add(run)
+    body = page(operator_client, run)
+    event_url = reverse("admin:observability_alertevent_change", args=[event.pk])
+    delivery_url = reverse("admin:observability_alertdelivery_change", args=[delivery.pk])
+    assert re.search(rf'<a class="alert-link" href="{event_url}">HighErrorRate firing since', body)
+    assert f'<a class="alert-record" href="{delivery_url}">alert delivery {delivery.pk}' in body
