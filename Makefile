@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 9002
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -38,7 +39,10 @@ lock: ## Re-pin constraints.txt from a fresh resolve of pyproject.toml
 	var/lockenv/bin/pip install -q --upgrade pip && var/lockenv/bin/pip install -q '.[dev]' && \
 	var/lockenv/bin/pip freeze --exclude-editable | grep -v '^commandcenter' > constraints.txt && rm -rf var/lockenv
 
+bench: install ## Benchmark (table + var/bench/results.json); BENCH_ARGS=--quick for the CI-sized smoke
+	$(PY) -m bench $(BENCH_ARGS)
+
 clean: ## Remove the virtualenv and local state (SQLite database, logs)
 	rm -rf $(VENV) var
 
-.PHONY: help install run test lint typecheck lock clean
+.PHONY: help install run test lint typecheck lock clean bench

@@ -2,16 +2,23 @@
 
 make bench                      # full size, telemetry on (OTLP to an in-process receiver)
 make bench BENCH_ARGS=--quick   # small N, what CI runs to keep the harness working
+
+Sections: chain, throughput, idle_latency, worker_memory (bench/ours.py); api, web_memory (bench/api.py);
+limit (bench/pglimit.py); peers (bench/peers/, Celery + Redis and Prefect 3 from their own venv). In --quick the
+peers are skipped unless named in --only. The machine's 1-minute load average is recorded after every section.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +48,32 @@ def telemetry_env(receiver: Any) -> dict[str, str]:
     }
 
 
+@dataclass
+class Context:
+    env: dict[str, str]  # the service's environment for the chosen --telemetry
+    log_dir: Path
+    sizes: dict[str, Any]
+    quick: bool
+    explicit: set[str]  # sections named in --only
+    receiver: Any = None
+
+    def env_on(self) -> dict[str, str]:
+        if self.receiver is None:
+            from tests.observability.receiver import Receiver
+
+            self.receiver = Receiver().start()
+        return common.service_env(**telemetry_env(self.receiver))
+
+    def env_off(self) -> dict[str, str]:
+        return common.service_env(OTEL_SDK_DISABLED="true")
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small N (CI smoke of the harness)")
-    parser.add_argument("--only", default="", help="comma-separated sections to run")
+    parser.add_argument("--only", default="", help=f"comma-separated sections to run ({', '.join(SECTIONS)})")
     parser.add_argument("--json", default=str(common.ROOT / "var" / "bench" / "results.json"))
     parser.add_argument("--telemetry", choices=("on", "off"), default="on")
     args = parser.parse_args()
@@ -55,9 +84,17 @@ def main() -> int:
         "worker_counts": (1, 2) if quick else (1, 2, 4),
         "idle_runs": 5 if quick else 60,
         "memory_runs": 100 if quick else 10_000,
+        "api_concurrency": 16,
+        "api_seconds": 2 if quick else 10,
+        "api_rounds": 1 if quick else 2,
+        "web_memory_requests": 200 if quick else 10_000,
+        "limit_runs": 30 if quick else 300,
+        "pgbench_seconds": 3 if quick else 10,
+        "prefect_runs": 6 if quick else 40,
     }
-    sections = [s for s in args.only.split(",") if s] or list(SECTIONS)
-    unknown = set(sections) - set(SECTIONS)
+    explicit = {s for s in args.only.split(",") if s}
+    sections = [s for s in SECTIONS if s in explicit] if explicit else list(SECTIONS)
+    unknown = explicit - set(SECTIONS)
     if unknown:
         parser.error(f"unknown section(s): {', '.join(sorted(unknown))} (known: {', '.join(SECTIONS)})")
 
@@ -68,40 +105,48 @@ def main() -> int:
     common.manage("migrate", "--noinput", env=env)
     common.manage("sync_workflows", env=env)
 
-    receiver = None
+    ctx = Context(env=env, log_dir=Path(tempfile.mkdtemp(prefix="bench-")), sizes=sizes, quick=quick, explicit=explicit)
     if args.telemetry == "on":
-        from tests.observability.receiver import Receiver
+        ctx.env = ctx.env_on()
 
-        receiver = Receiver().start()
-        env = common.service_env(**telemetry_env(receiver))
-
-    results: dict[str, Any] = {"machine": common.machine(), "quick": quick, "telemetry": args.telemetry}
-    log_dir = Path(tempfile.mkdtemp(prefix="bench-"))
+    results: dict[str, Any] = {
+        "machine": common.machine(),
+        "quick": quick,
+        "telemetry": args.telemetry,
+        "load_avg_start": os.getloadavg(),
+    }
     try:
         for name in sections:
             started = time.monotonic()
             print(f"-- {name} ...", flush=True)
-            results[name] = SECTIONS[name](env, log_dir, sizes)
+            results[name] = SECTIONS[name](ctx)
             results[name]["section_seconds"] = round(time.monotonic() - started, 1)
+            results[name]["load_avg"] = [round(x, 2) for x in os.getloadavg()]
+            _write(args.json, results)  # as it goes: a run stopped half-way keeps what it measured
     finally:
-        if receiver is not None:
+        if ctx.receiver is not None:
             results["telemetry_received"] = {
-                "spans": len(receiver.spans()),
-                "metric_points": len(receiver.points()),
-                "logs": len(receiver.logs()),
+                "spans": len(ctx.receiver.spans()),
+                "metric_points": len(ctx.receiver.points()),
+                "logs": len(ctx.receiver.logs()),
             }
-            receiver.stop()
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+            ctx.receiver.stop()
+        _write(args.json, results)
     print(report(results))
-    print(f"\nJSON: {args.json}   worker logs: {log_dir}")
+    print(f"\nJSON: {args.json}   logs: {ctx.log_dir}")
     return 0
 
 
-def _ours(name: str) -> Any:
-    def run(env: dict[str, str], log_dir: Path, sizes: dict[str, Any]) -> dict[str, Any]:
+def _write(path: str, results: dict[str, Any]) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(results, indent=2, default=str))
+
+
+def _ours(name: str) -> Callable[[Context], dict[str, Any]]:
+    def run(ctx: Context) -> dict[str, Any]:
         from bench import ours
 
+        env, log_dir, sizes = ctx.env, ctx.log_dir, ctx.sizes
         if name == "chain":
             return ours.chain(env, log_dir, sizes["chain_repeats"])
         if name == "throughput":
@@ -113,40 +158,184 @@ def _ours(name: str) -> Any:
     return run
 
 
-SECTIONS: dict[str, Any] = {
+def _api(ctx: Context) -> dict[str, Any]:
+    from bench import api
+
+    s = ctx.sizes
+    return api.throughput(
+        ctx.env_on(),
+        ctx.env_off(),
+        ctx.log_dir,
+        concurrency=s["api_concurrency"],
+        seconds=s["api_seconds"],
+        rounds=s["api_rounds"],
+    )
+
+
+def _web_memory(ctx: Context) -> dict[str, Any]:
+    from bench import api
+
+    return api.web_memory(ctx.env, ctx.log_dir, requests=ctx.sizes["web_memory_requests"])
+
+
+def _limit(ctx: Context) -> dict[str, Any]:
+    from bench import pglimit
+
+    return pglimit.limit(
+        ctx.env, ctx.log_dir, runs=ctx.sizes["limit_runs"], pgbench_seconds=ctx.sizes["pgbench_seconds"]
+    )
+
+
+def _peers(ctx: Context) -> dict[str, Any]:
+    if ctx.quick and "peers" not in ctx.explicit:
+        return {"skipped": "skipped in --quick"}
+    from bench.peers.run import peers
+
+    s = ctx.sizes
+    celery = {
+        "chain_repeats": s["chain_repeats"],
+        "throughput_runs": s["throughput_runs"],
+        "worker_counts": list(s["worker_counts"]),
+    }
+    # A Prefect 3 flow run costs seconds here (see bench/peers/prefect_run.py): fewer runs, same shape.
+    prefect = {**celery, "chain_repeats": min(5, s["chain_repeats"]), "throughput_runs": s["prefect_runs"]}
+    return peers({"celery": celery, "prefect": prefect}, ctx.log_dir)
+
+
+SECTIONS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "chain": _ours("chain"),
     "throughput": _ours("throughput"),
     "idle_latency": _ours("idle_latency"),
     "worker_memory": _ours("worker_memory"),
+    "api": _api,
+    "web_memory": _web_memory,
+    "limit": _limit,
+    "peers": _peers,
 }
+
+
+# -- the table -------------------------------------------------------------------------------------------------
+
+
+def _f(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+class Table:
+    def __init__(self) -> None:
+        self.lines = [f"{'workload':<52} {'result':>17}  {'target':<10} {'load':>5}", "-" * 88]
+
+    def row(self, label: str, result: str, target: str = "", load: Any = None) -> None:
+        self.lines.append(f"{label:<52} {result:>17}  {target:<10} {_f(load, 2) if load is not None else '':>5}")
+
+    def note(self, text: str) -> None:
+        self.lines.append(f"  {text}")
+
+
+def _load(section: dict[str, Any]) -> Any:
+    return (section.get("load_avg") or [None])[0]
 
 
 def report(results: dict[str, Any]) -> str:
     lines = [f"machine: {results['machine']}", f"telemetry: {results['telemetry']}", ""]
-    lines.append(f"{'workload':<44} {'result':>14}  {'target':<12}")
+    t = Table()
     if "chain" in results:
         c = results["chain"]
-        lines.append(f"{'chain-40 trigger -> SUCCESS, p50 (s)':<44} {c['p50']:>14.3f}  {'< 1.0':<12}")
-        lines.append(f"{'chain-40 runner overhead per step (ms)':<44} {c['per_step_overhead_ms']:>14.1f}")
-    for key, t in results.get("throughput", {}).items():
-        if not isinstance(t, dict):
+        t.row("chain-40 trigger -> SUCCESS, p50 (s)", _f(c["p50"]), "< 1.0", _load(c))
+        t.row("chain-40 runner overhead per step (ms)", _f(c["per_step_overhead_ms"], 1), "", _load(c))
+    for key, tp in results.get("throughput", {}).items():
+        if not isinstance(tp, dict):
             continue
-        lines.append(
-            f"{'noop-3 x' + str(t['runs']) + ', ' + key.replace('_', ' ') + ' (runs/s)':<44} {t['runs_per_second']:>14.1f}"
-        )
-        lines.append(
-            f"{'  trigger -> finish p50 / p99 (s)':<44} {t['latency']['p50']:>6.3f} / {t['latency']['p99']:<6.3f}"
-        )
+        label = f"noop-3 x{tp['runs']}, {key.replace('_', ' ')} (runs/s)"
+        t.row(label, _f(tp["runs_per_second"], 1), "", _load(results["throughput"]))
+        t.row("  trigger -> finish p50 / p99 (s)", f"{_f(tp['latency']['p50'])} / {_f(tp['latency']['p99'])}")
     if "idle_latency" in results:
         i = results["idle_latency"]
-        lines.append(f"{'idle: trigger -> first step, p50 (ms)':<44} {i['p50']:>14.1f}  {'< 50':<12}")
-        lines.append(f"{'idle: trigger -> first step, p99 (ms)':<44} {i['p99']:>14.1f}  {'< 200':<12}")
+        t.row("idle: trigger -> first step, p50 (ms)", _f(i["p50"], 1), "< 50", _load(i))
+        t.row("idle: trigger -> first step, p99 (ms)", _f(i["p99"], 1), "< 200", _load(i))
     if "worker_memory" in results:
         m = results["worker_memory"]
+        t.row(
+            f"worker RSS idle / after {m['runs']} runs (MiB)",
+            f"{_f(m['idle'], 1)} / {_f(m['after_all'], 1)}",
+            "no growth",
+            _load(m),
+        )
+        t.row("  after half / after all (MiB)", f"{_f(m['after_half'], 1)} / {_f(m['after_all'], 1)}")
+    if "api" in results:
+        a = results["api"]
+        head = f"API trigger, {a['concurrency']} clients, {a['generator']}"
+        for mode in ("off", "on"):
+            r = a[mode]
+            t.row(f"{head}, telemetry {mode} (req/s)", _f(r["requests_per_second"], 1), "", _load(a))
+            t.row(
+                f"  p50 / p99 latency (ms), {r['requests']} req, {r['errors']} err",
+                f"{_f(r['p50_ms'], 1)} / {_f(r['p99_ms'], 1)}",
+            )
+        t.row("API telemetry on/off ratio", _f(a["on_off_ratio"]), ">= 0.85", _load(a))
+    if "web_memory" in results:
+        w = results["web_memory"]
+        t.row(
+            f"web RSS master+workers idle / after {w['requests']} req (MiB)",
+            f"{_f(w['idle']['total_rss'], 1)} / {_f(w['after_all']['total_rss'], 1)}",
+            "no growth",
+            _load(w),
+        )
+        t.row(
+            "  after half / after all (MiB)",
+            f"{_f(w['after_half']['total_rss'], 1)} / {_f(w['after_all']['total_rss'], 1)}",
+        )
+        t.row("  PSS idle / after all (MiB)", f"{_f(w['idle']['total_pss'], 1)} / {_f(w['after_all']['total_pss'], 1)}")
+    if "limit" in results:
+        lim = results["limit"]
+        pg, o = lim["pgbench"], lim["ours"]
+        t.row(
+            f"pgbench tpcb-like -c{pg['clients']} -j{pg['threads']} -T{pg['seconds']} (tps)",
+            _f(pg["tps"], 0),
+            "",
+            pg["load_1m"],
+        )
+        t.row(f"our commits per noop-3 run ({o['runs']} runs, {o['workers']} workers)", _f(o["commits_per_run"], 1))
+        t.row("  at runs/s", _f(o["runs_per_second"], 1))
+        t.row("commits/s used / pgbench tps", _f(lim["fraction_of_pgbench_tps"]), "", _load(lim))
+        t.row("  runs/s if every commit were a pgbench tx", _f(lim["runs_per_second_at_pgbench_tps"], 0))
+    if "peers" in results:
+        _peer_rows(t, results)
+    lines += t.lines
+    if "telemetry_received" in results:
+        tr = results["telemetry_received"]
         lines.append(
-            f"{'worker RSS idle / after ' + str(m['runs']) + ' runs (MiB)':<44} {m['idle']:>6.1f} / {m['after_all']:<6.1f}"
+            f"\ntelemetry received: {tr['spans']} spans, {tr['metric_points']} metric points, {tr['logs']} logs"
         )
     return "\n".join(lines)
+
+
+def _peer_rows(t: Table, results: dict[str, Any]) -> None:
+    p = results["peers"]
+    if "skipped" in p:
+        t.row("peers (Celery + Redis, Prefect 3)", p["skipped"])
+        return
+    ours_chain = results.get("chain", {}).get("p50")
+    ours_tp = results.get("throughput", {})
+    for name, label in (("celery", "Celery + Redis"), ("prefect", "Prefect 3")):
+        r = p.get(name, {})
+        if not r.get("available"):
+            t.row(f"{label}", f"not available: {r.get('reason', 'not run')}"[:60])
+            continue
+        version = ", ".join(f"{k} {v}" for k, v in r.get("versions", {}).items())
+        t.note(f"{label} ({version})")
+        if "chain" in r:
+            t.row(f"{label}: chain of 40 x 10 ms, p50 (s)", _f(r["chain"]["p50"]), "", _load(p))
+            if ours_chain:
+                t.row("  ours / peer (time, < 1 = we are faster)", _f(ours_chain / r["chain"]["p50"], 2))
+        for key, tp in r.get("throughput", {}).items():
+            t.row(f"{label}: 3 no-op x{tp['runs']}, {key.replace('_', ' ')} (runs/s)", _f(tp["runs_per_second"], 1))
+            t.row("  trigger -> finish p50 / p99 (s)", f"{_f(tp['latency']['p50'])} / {_f(tp['latency']['p99'])}")
+            if isinstance(ours_tp.get(key), dict):
+                ratio = ours_tp[key]["runs_per_second"] / tp["runs_per_second"]
+                t.row("  ours / peer (runs/s, > 1 = we are faster)", _f(ratio, 2))
 
 
 if __name__ == "__main__":
