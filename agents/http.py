@@ -6,9 +6,11 @@ notifiers never talk to the network directly. Tests patch ``send`` at this bound
 
 from __future__ import annotations
 
+import email.utils
 import ipaddress
 import socket
 import time
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlparse
 
@@ -25,28 +27,92 @@ class TransportError(Exception):
         self.status = status
 
 
-def _check_destination(url: str) -> None:
+# Request extension carrying the addresses the guard approved; the transport connects only to those.
+PINNED_ADDRESSES = "commandcenter.pinned_addresses"
+# How long a Retry-After answer may make us wait when the caller gave no deadline.
+RETRY_AFTER_MAX_SECONDS = 60.0
+
+
+def _check_destination(url: str) -> list[str]:
+    """Refuses non-http(s) URLs and, unless HTTP_ALLOW_PRIVATE_ADDRESSES, hosts with a non-public address.
+
+    Returns the addresses that were checked (empty when private addresses are allowed): the request is then
+    sent to one of them and never resolved again, so a second DNS answer cannot point it elsewhere.
+    """
     parsed = urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise TransportError(f"refusing {url!r}: only http(s) URLs with a host are allowed", permanent=True)
     if settings.HTTP_ALLOW_PRIVATE_ADDRESSES:
-        return
+        return []
     try:
         infos = socket.getaddrinfo(parsed.hostname, parsed.port or 443, proto=socket.IPPROTO_TCP)
     except socket.gaierror as exc:
         raise TransportError(f"cannot resolve {parsed.hostname!r}: {exc}") from exc
+    addresses: list[str] = []
     for info in infos:
-        address = ipaddress.ip_address(info[4][0])
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
         if not address.is_global:
             raise TransportError(
                 f"refusing {parsed.hostname!r}: it resolves to the non-public address {address}",
                 permanent=True,
             )
+        if str(address) not in addresses:
+            addresses.append(str(address))
+    return addresses
+
+
+class PinnedTransport(httpx.BaseTransport):
+    """Connects to an address the guard approved instead of resolving the host name again.
+
+    The URL's host becomes that address; the Host header (set when the request was built) and, for https,
+    the TLS server name and certificate check stay on the original host name.
+    """
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        addresses: list[str] = list(request.extensions.get(PINNED_ADDRESSES) or [])
+        if not addresses:
+            return self.inner.handle_request(request)
+        host = request.url.host
+        last: httpx.ConnectError | None = None
+        for address in addresses:
+            request.url = request.url.copy_with(host=address)
+            if request.url.scheme == "https":
+                request.extensions = {**request.extensions, "sni_hostname": host}
+            try:
+                return self.inner.handle_request(request)
+            except httpx.ConnectError as exc:
+                last = exc
+            finally:
+                request.url = request.url.copy_with(host=host)
+        assert last is not None
+        raise last
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    """The delay a 429/503 answer asks for in Retry-After (seconds or an HTTP date), if any."""
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def send(request: httpx.Request, *, timeout: float) -> httpx.Response:
     """Sends one request. The seam that tests replace to stand in for remote services."""
-    with httpx.Client(timeout=timeout, follow_redirects=False) as client:
+    with httpx.Client(timeout=timeout, follow_redirects=False, transport=PinnedTransport()) as client:
         return client.send(request)
 
 
@@ -64,14 +130,18 @@ def request(
     """Performs a request; raises TransportError for network errors and for 4xx/5xx answers.
 
     5xx, 429 and network errors are retried up to ``retries`` times with a short backoff, never past
-    ``deadline`` (a time.monotonic() value); 4xx answers other than 408/429 are permanent.
+    ``deadline`` (a time.monotonic() value); 4xx answers other than 408/429 are permanent. A 429 or 503
+    with Retry-After waits as long as it asks, unless that would pass the deadline (then it fails at once).
     """
-    _check_destination(url)
+    addresses = _check_destination(url)
     limit = timeout or settings.HTTP_AGENT_TIMEOUT_SECONDS
     built = httpx.Request(method.upper(), url, json=json, content=content, headers=headers)
+    if addresses:
+        built.extensions[PINNED_ADDRESSES] = addresses
     attempt = 0
     while True:
         attempt += 1
+        wait: float | None = None  # what a 429/503 asked for in Retry-After
         budget = limit if deadline is None else min(limit, deadline - time.monotonic())
         if budget <= 0:
             raise TransportError(f"{method.upper()} {url}: no time left before the step deadline")
@@ -84,6 +154,8 @@ def request(
         else:
             if response.status_code < 400:
                 return response
+            if response.status_code in (429, 503):
+                wait = retry_after_seconds(response)
             transient = response.status_code >= 500 or response.status_code in (408, 429)
             error = TransportError(
                 f"{method.upper()} {url} answered {response.status_code}: {response.text[:200]}",
@@ -92,4 +164,11 @@ def request(
             )
         if error.permanent or attempt > retries:
             raise error
-        time.sleep(min(0.2 * 2 ** (attempt - 1), 2.0))
+        delay = min(0.2 * 2 ** (attempt - 1), 2.0)
+        if wait is not None:
+            if deadline is not None and time.monotonic() + wait >= deadline:
+                raise TransportError(
+                    f"{error}; it asked to retry after {wait:.0f}s, past the step deadline", status=error.status
+                )
+            delay = max(delay, min(wait, RETRY_AFTER_MAX_SECONDS))
+        time.sleep(delay)
