@@ -66,3 +66,17 @@ class ApiToken(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class LoginFailure(models.Model):
+    """One failed admin sign-in, kept for the throttle's window (accounts/throttle.py) and then pruned."""
+
+    username = models.CharField(max_length=150)
+    ip_address = models.CharField(max_length=45)
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["username", "ip_address", "at"], name="loginfailure_key_at")]
+
+    def __str__(self) -> str:
+        return f"{self.username} from {self.ip_address} at {self.at:%Y-%m-%d %H:%M:%S}"

@@ -28,3 +28,75 @@ class BodySizeLimitMiddleware:
                 {"detail": f"Request body of {length} bytes exceeds the limit of {limit} bytes"}, status=413
             )
         return self.get_response(request)
+
+
+DATABASE_UNAVAILABLE = (
+    "The database is unreachable, so this request could not be served. It is safe to retry in a few seconds."
+)
+
+
+def database_unavailable_response(request: HttpRequest, exc: BaseException) -> HttpResponse:
+    """503 with Retry-After and a short explanation: JSON for the API and webhooks, plain text elsewhere."""
+    if request.path.startswith(("/api/", "/webhooks/")) or "json" in request.headers.get("Accept", ""):
+        response: HttpResponse = JsonResponse(
+            {"detail": DATABASE_UNAVAILABLE, "error": "database_unavailable"}, status=503
+        )
+    else:
+        response = HttpResponse(DATABASE_UNAVAILABLE + "\n", status=503, content_type="text/plain; charset=utf-8")
+    response["Retry-After"] = "5"
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def is_database_outage(exc: BaseException | None) -> bool:
+    """A connection-level database failure (server down, restarting, connection killed), not a bad query."""
+    from django.db.utils import InterfaceError, OperationalError
+
+    return isinstance(exc, OperationalError | InterfaceError)
+
+
+class DatabaseUnavailableMiddleware:
+    """Answers 503 with a clear body instead of a 500 and a traceback while the database is unreachable.
+
+    Views that hit a dead connection raise OperationalError/InterfaceError; this turns them into a 503 the
+    client (and a load balancer) understands. Failures outside views (for instance the session middleware
+    saving a session) reach config.urls.handler500, which answers the same way. The broken connection is
+    closed so the next request in this process connects afresh.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not is_database_outage(exception):
+            return None
+        import logging
+
+        from django.db import connections
+
+        logging.getLogger("config.database").warning(
+            "database unavailable while serving %s %s: %s",
+            request.method,
+            request.path,
+            type(exception).__name__,
+            extra={"event": "database.unavailable"},
+        )
+        for conn in connections.all(initialized_only=True):
+            conn.close_if_unusable_or_obsolete()
+        return database_unavailable_response(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """handler500: no traceback or setting ever reaches the client; a database outage is a 503."""
+    import sys
+
+    exc = sys.exc_info()[1]
+    if is_database_outage(exc):
+        return database_unavailable_response(request, exc)  # type: ignore[arg-type]
+    body = "Internal server error. The failure was logged; the request may be retried later."
+    if request.path.startswith(("/api/", "/webhooks/")):
+        return JsonResponse({"detail": body, "error": "internal_error"}, status=500)
+    return HttpResponse(body + "\n", status=500, content_type="text/plain; charset=utf-8")

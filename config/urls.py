@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from accounts.views import admin_login
 from config.api import api
 from config.health import healthz, readyz
 from observability.webhooks import grafana as grafana_webhook
@@ -10,6 +11,10 @@ urlpatterns = [
     path("readyz", readyz, name="readyz"),
     path("api/", api.urls),
     path("webhooks/grafana", grafana_webhook, name="grafana-webhook"),
+    path("admin/login/", admin_login, name="admin-login"),
     path("admin/", admin.site.urls),
     path("", include("django_prometheus.urls")),
 ]
+
+# No traceback or setting ever reaches a client; a database outage answers 503 (config/middleware.py).
+handler500 = "config.middleware.server_error"
