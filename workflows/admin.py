@@ -82,11 +82,11 @@ def format_duration(seconds: float | None) -> str:
         return f"{seconds:.1f} s"
     minutes, secs = divmod(int(seconds), 60)
     if minutes < 60:
-        return f"{minutes} min {secs} s"
+        return f"{minutes}m {secs}s"
     hours, minutes = divmod(minutes, 60)
     if hours < 48:
-        return f"{hours} h {minutes} min"
-    return f"{hours // 24} d {hours % 24} h"
+        return f"{hours}h {minutes}m"
+    return f"{hours // 24}d {hours % 24}h"
 
 
 def pretty_json(value: Any) -> str:
@@ -345,6 +345,9 @@ class WorkflowRunAdmin(RunSearchMixin, admin.ModelAdmin):
 
     # -- the list
 
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        return super().changelist_view(request, {"title": "Run history", **(extra_context or {})})
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[WorkflowRun]:
         return (
             super()
@@ -371,7 +374,12 @@ class WorkflowRunAdmin(RunSearchMixin, admin.ModelAdmin):
     def started(self, run: WorkflowRun) -> str:
         moment = run.started_at or run.created_at
         local = timezone.localtime(moment)
-        return format_html('<time datetime="{}">{}</time>', moment.isoformat(), local.strftime("%Y-%m-%d %H:%M:%S"))
+        return format_html(
+            '<time datetime="{}" title="{}">{}</time>',
+            moment.isoformat(),
+            local.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            local.strftime("%b %d, %H:%M:%S"),
+        )
 
     @admin.display(description="Duration")
     def duration(self, run: WorkflowRun) -> str:
@@ -397,9 +405,12 @@ class WorkflowRunAdmin(RunSearchMixin, admin.ModelAdmin):
             return "—"
         url = links.run_trace_url(run)
         if url is None:
-            return format_html('<code class="run-muted">{}…</code>', run.trace_id[:12])
+            return format_html('<code class="run-muted" title="{}">{}…</code>', run.trace_id, run.trace_id[:8])
         return format_html(
-            '<a class="trace-link" href="{}" target="_blank" rel="noopener">{}…</a>', url, run.trace_id[:12]
+            '<a class="trace-link" href="{}" target="_blank" rel="noopener" title="Open trace {} in Grafana">{}…</a>',
+            url,
+            run.trace_id,
+            run.trace_id[:8],
         )
 
     # -- actions on selected runs (the list) and on one run (the run page)

@@ -64,4 +64,4 @@ def test_a_user_without_run_permissions_sees_no_run_counts(client, outsider):
     outsider.save()
     client.force_login(outsider)
     body = client.get(HOME).content.decode()
-    assert "runs-by-status" not in body and "pending-approvals" not in body
+    assert "console-card runs-by-status" not in body and "console-card pending-approvals" not in body

@@ -25,7 +25,7 @@ def test_each_row_shows_status_workflow_trigger_duration_progress_and_trace(oper
     assert "test-failure" in body
     assert "1/2" in body  # prepare succeeded, doomed failed
     assert "3.0 s" in body
-    assert f"{run.trace_id[:12]}…" in body
+    assert f"{run.trace_id[:8]}…" in body
     assert "https://grafana.example.test/explore?" in body
 
 
@@ -33,7 +33,7 @@ def test_without_grafana_the_trace_column_shows_the_id_without_a_link(operator_c
     settings.GRAFANA_URL = ""
     run = make_run()
     body = operator_client.get(LIST).content.decode()
-    assert run.trace_id[:12] in body
+    assert run.trace_id[:8] in body
     assert "/explore?" not in body
 
 
