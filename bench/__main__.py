@@ -76,6 +76,8 @@ def main() -> int:
     parser.add_argument("--only", default="", help=f"comma-separated sections to run ({', '.join(SECTIONS)})")
     parser.add_argument("--json", default=str(common.ROOT / "var" / "bench" / "results.json"))
     parser.add_argument("--telemetry", choices=("on", "off"), default="on")
+    parser.add_argument("--runs", type=int, help="override the noop-3 run count (throughput, Celery, limit)")
+    parser.add_argument("--web-requests", type=int, help="override the request count of web_memory")
     args = parser.parse_args()
     quick = args.quick
     sizes = {
@@ -90,8 +92,12 @@ def main() -> int:
         "web_memory_requests": 200 if quick else 10_000,
         "limit_runs": 30 if quick else 300,
         "pgbench_seconds": 3 if quick else 10,
-        "prefect_runs": 6 if quick else 40,
+        "prefect_runs": 6 if quick else 30,
     }
+    if args.runs:
+        sizes.update(throughput_runs=args.runs, limit_runs=min(args.runs, sizes["limit_runs"]))
+    if args.web_requests:
+        sizes["web_memory_requests"] = args.web_requests
     explicit = {s for s in args.only.split(",") if s}
     sections = [s for s in SECTIONS if s in explicit] if explicit else list(SECTIONS)
     unknown = explicit - set(SECTIONS)
