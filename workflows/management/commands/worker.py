@@ -127,7 +127,16 @@ class Worker(DbWorker):
                     time.sleep(1.0)
                     continue
                 if task_result is not None:
-                    self.run_task(task_result)
+                    try:
+                        self.run_task(task_result)
+                    except (OperationalError, InterfaceError) as exc:
+                        # The connection died under the task (server restart, pg_terminate_backend) and
+                        # django_tasks_db could not record the outcome either. Our tables stay the truth:
+                        # the step's lease expires or its READY grace passes, and maintenance re-queues it.
+                        logger.warning("database connection lost while running a task (%s); reconnecting", exc)
+                        connection.close()
+                        time.sleep(1.0)
+                        continue
                     if self.max_tasks is not None and self._run_tasks >= self.max_tasks:
                         break
                 elif self.batch:

@@ -1,0 +1,183 @@
+"""Fault-injection helpers: real worker processes, a throwaway PostgreSQL cluster, and result recording.
+
+RELIABILITY_SCALE=large (or scripts/faults.py --large) runs the bigger soak; the default fits CI. Each
+scenario writes what it measured to var/reliability/<scenario>.json, which scripts/faults.py turns into the
+table of docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(settings.BASE_DIR)
+LARGE = os.environ.get("RELIABILITY_SCALE", "").lower() == "large"
+RESULTS_DIR = Path(os.environ.get("RELIABILITY_RESULTS_DIR") or ROOT / "var" / "reliability")
+PG_BIN = Path(os.environ.get("PG_BIN") or "/usr/lib/postgresql/15/bin")
+
+
+def scaled(small: int, large: int) -> int:
+    return large if LARGE else small
+
+
+def database_url(settings_dict: dict[str, Any] | None = None) -> str:
+    s = settings_dict or connection.settings_dict
+    return f"postgres://{s['USER'] or 'postgres'}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+def host_id(pid: int) -> str:
+    """The id a worker process writes into lease and attempt rows (runner.worker_id())."""
+    return f"{socket.gethostname()}:{pid}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> float:
+    """Waits until ``condition()`` holds; returns how long it took. Fails naming ``what`` after ``timeout``."""
+    start = time.monotonic()
+    while not condition():
+        assert time.monotonic() - start < timeout, f"timed out after {timeout:.0f}s waiting for {what}"
+        time.sleep(interval)
+    return time.monotonic() - start
+
+
+def record_result(scenario: str, **figures: Any) -> None:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    figures = {"scenario": scenario, "scale": "large" if LARGE else "ci", "recorded_at": time.time(), **figures}
+    (RESULTS_DIR / f"{scenario}.json").write_text(json.dumps(figures, indent=2, default=str) + "\n")
+
+
+# Worker processes ---------------------------------------------------------------------------------------
+
+WORKER_ENV = {
+    "DEBUG": "1",
+    "OTEL_SDK_DISABLED": "true",
+    "LOG_LEVEL": "warning",
+    "LOG_FORMAT": "text",
+    "DATABASE_POOL": "0",
+    "RUNNER_LEASE_SECONDS": "2",
+    "RUNNER_REAPER_INTERVAL": "0.3",
+    "RUNNER_READY_GRACE_SECONDS": "3",
+    "WORKER_POLL_INTERVAL": "0.2",
+}
+
+
+@dataclass
+class Processes:
+    """Starts `manage.py` subprocesses with logs under ``logs``; kills what is left at the end."""
+
+    logs: Path
+    url: str
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, args: list[str], name: str, **env: str) -> subprocess.Popen[bytes]:
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env={**os.environ, **WORKER_ENV, "DATABASE_URL": self.url, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def worker(self, name: str, **env: str) -> subprocess.Popen[bytes]:
+        return self.start(
+            [sys.executable, "manage.py", "worker", "--worker-id", name, "--interval", "0.2"], f"worker-{name}", **env
+        )
+
+    def log(self, name: str) -> str:
+        path = self.logs / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+        for proc in self.procs:
+            proc.wait(15)
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    procs = Processes(logs=tmp_path, url=database_url())
+    yield procs
+    procs.stop_all()
+
+
+# A throwaway PostgreSQL cluster that a test may stop and start -------------------------------------------
+
+
+@dataclass
+class PgCluster:
+    """A private PostgreSQL cluster (never the shared server): initdb as the postgres user, on a free port."""
+
+    directory: Path
+    port: int
+    owner: list[str]
+
+    @classmethod
+    def create(cls) -> PgCluster:
+        if not (PG_BIN / "initdb").exists():
+            pytest.skip(f"PostgreSQL server binaries not found in {PG_BIN}")
+        directory = Path(tempfile.mkdtemp(prefix="cc-pg-"))
+        owner: list[str] = []
+        if os.geteuid() == 0:
+            shutil.chown(directory, "postgres")
+            owner = ["runuser", "-u", "postgres", "--"]
+        cluster = cls(directory=directory, port=free_port(), owner=owner)
+        subprocess.run(
+            [*owner, str(PG_BIN / "initdb"), "-D", str(directory / "data"), "-U", "postgres", "-A", "trust"],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        cluster.start()
+        return cluster
+
+    @property
+    def url(self) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/commandcenter"
+
+    def _ctl(self, *args: str) -> None:
+        subprocess.run(
+            [*self.owner, str(PG_BIN / "pg_ctl"), "-D", str(self.directory / "data"), *args],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._ctl("-o", options, "-l", str(self.directory / "log"), "-w", "-t", "60", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._ctl("-m", mode, "-w", "-t", "60", "stop")
+
+    def destroy(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop("immediate")
+        shutil.rmtree(self.directory, ignore_errors=True)

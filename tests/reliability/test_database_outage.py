@@ -1,0 +1,296 @@
+"""Restart PostgreSQL under load — a private cluster, never the shared server — and kill worker connections.
+
+While the database is down the web tier (gunicorn, production settings) answers 503 with a clear body, not a
+traceback; the workers survive and reconnect; every run that was accepted completes. pg_terminate_backend
+on the workers' connections is recovered from the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.reliability.conftest import PgCluster, Processes, free_port, record_result, scaled, wait_for
+
+pytestmark = [pytest.mark.slow]
+
+DEFINITION = """
+agents:
+  - {slug: outage-sleep, type: sleep}
+workflow:
+  slug: outage
+  name: outage
+  nodes:
+    - key: one
+      agent: outage-sleep
+      inputs: {seconds: 0.2}
+      retry: {max_attempts: 8, backoff_seconds: 0.5, backoff_max_seconds: 2}
+    - key: two
+      agent: outage-sleep
+      depends_on: [one]
+      inputs: {seconds: 0.2}
+      retry: {max_attempts: 8, backoff_seconds: 0.5, backoff_max_seconds: 2}
+"""
+
+SETUP = """
+import django, os
+django.setup()
+from django.core.management import call_command
+from django.contrib.auth.models import User
+from accounts.models import ApiToken
+call_command("migrate", verbosity=0)
+call_command("sync_workflows", os.environ["DEFINITION"], verbosity=0)
+user = User.objects.create_user("load", is_staff=True)
+print(ApiToken.issue(user, name="load")[1])
+"""
+
+PRODUCTION_WEB = {
+    "DEBUG": "false",
+    "SECRET_KEY": "outage-test-secret-key-outage-test-secret-key-0123456789",
+    "ALLOWED_HOSTS": "127.0.0.1",
+    "DATABASE_POOL": "true",
+    "DATABASE_POOL_TIMEOUT": "2",
+    "DATABASE_CONNECT_TIMEOUT": "2",
+    "LOG_LEVEL": "warning",
+    "LOG_FORMAT": "text",
+}
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[PgCluster]:
+    pg = PgCluster.create()
+    try:
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{pg.port}/postgres", autocommit=True) as conn:
+            conn.execute("CREATE DATABASE commandcenter")
+        yield pg
+    finally:
+        pg.destroy()
+
+
+@pytest.fixture(scope="module")
+def token(cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> str:
+    import os
+    import subprocess
+
+    from tests.reliability.conftest import ROOT, WORKER_ENV
+
+    definition = tmp_path_factory.mktemp("outage") / "outage.yaml"
+    definition.write_text(textwrap.dedent(DEFINITION))
+    result = subprocess.run(
+        [sys.executable, "-c", SETUP],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            **WORKER_ENV,
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "DATABASE_URL": cluster.url,
+            "DEFINITION": str(definition),
+        },
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip().splitlines()[-1]
+
+
+def http(method: str, url: str, token: str = "", body: Any = None, timeout: float = 15) -> tuple[int, str]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - http://127.0.0.1 only
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - our own local server
+            return response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+    except (urllib.error.URLError, OSError) as exc:
+        return 0, f"{type(exc).__name__}: {exc}"
+
+
+def start_web(processes: Processes, cluster: PgCluster, tmp_path: Path) -> str:
+    port = free_port()
+    processes.start(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "config/gunicorn.py",
+            "config.wsgi:application",
+        ],
+        "web",
+        DATABASE_URL=cluster.url,
+        GUNICORN_BIND=f"127.0.0.1:{port}",
+        WEB_CONCURRENCY="1",
+        GUNICORN_THREADS="4",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prom"),
+        OTEL_SDK_DISABLED="true",
+        **PRODUCTION_WEB,
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: http("GET", base + "/healthz", timeout=2)[0] == 200, 90, "gunicorn to answer")
+    return base
+
+
+def run_statuses(cluster: PgCluster, ids: list[str]) -> dict[str, str]:
+    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{cluster.port}/commandcenter", connect_timeout=5) as c:
+        rows = c.execute("SELECT id::text, status FROM workflows_workflowrun WHERE id::text = ANY(%s)", [ids])
+        return dict(rows.fetchall())
+
+
+class Load(threading.Thread):
+    """Triggers a run every ``every`` seconds until stopped; records each answer with its time."""
+
+    def __init__(self, base: str, token: str, every: float = 0.15) -> None:
+        super().__init__(daemon=True)
+        self.base, self.token, self.every = base, token, every
+        self.answers: list[tuple[float, int, str]] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        n = 0
+        while not self.halt.is_set():
+            n += 1
+            status, body = http("POST", f"{self.base}/api/workflows/outage/trigger", self.token, {"context": {"n": n}})
+            self.answers.append((time.monotonic(), status, body))
+            self.halt.wait(self.every)
+
+    def accepted(self) -> list[str]:
+        return [json.loads(body)["id"] for _, status, body in self.answers if status == 202]
+
+
+@pytest.mark.timeout(400)
+def test_postgres_restart_under_load(cluster: PgCluster, token: str, tmp_path: Path) -> None:
+    processes = Processes(logs=tmp_path, url=cluster.url)
+    try:
+        base = start_web(processes, cluster, tmp_path)
+        workers = [processes.worker(f"pg{i}", DATABASE_POOL="true", DATABASE_CONNECT_TIMEOUT="2") for i in range(2)]
+        load = Load(base, token)
+        load.start()
+        wait_for(lambda: sum(s == 202 for _, s, _ in load.answers) >= 10, 60, "runs to be accepted before the outage")
+
+        cluster.stop("fast")
+        down_at = time.monotonic()
+        outage = scaled(6, 15)
+        during: list[tuple[str, int, str]] = []
+        while time.monotonic() - down_at < outage:
+            for path in ("/api/runs", "/readyz", "/admin/login/"):  # the sign-in form needs no database
+                status, body = http("GET", base + path, token, timeout=20)
+                during.append((path, status, body))
+            time.sleep(0.5)
+        cluster.start()
+        up_at = time.monotonic()
+        first_ok = wait_for(lambda: http("GET", base + "/readyz", timeout=10)[0] == 200, 60, "/readyz after restart")
+        time.sleep(scaled(4, 10))
+        load.halt.set()
+        load.join(30)
+
+        accepted = load.accepted()
+        done = wait_for(
+            lambda: all(s in ("SUCCESS", "FAILED", "CANCELLED") for s in run_statuses(cluster, accepted).values()),
+            scaled(120, 300),
+            "every accepted run to finish",
+            interval=0.5,
+        )
+        statuses = run_statuses(cluster, accepted)
+        answered_during = [a for a in load.answers if down_at <= a[0] <= up_at]
+        figures = {
+            "load": f"{len(load.answers)} triggers over HTTP (gunicorn, 1 process x 4 threads), 2 workers",
+            "faults": f"PostgreSQL stopped (fast) for {outage} s, then started",
+            "accepted": len(accepted),
+            "refused_during_outage": sum(s == 503 for _, s, _ in answered_during),
+            "other_answers_during_outage": sorted({s for _, s, _ in answered_during if s != 503}),
+            "lost": len(accepted) - len(statuses) + sum(s != "SUCCESS" for s in statuses.values()),
+            "stuck": sum(s not in ("SUCCESS", "FAILED", "CANCELLED") for s in statuses.values()),
+            "web_ready_after_s": round(first_ok, 1),
+            "all_runs_done_after_s": round(time.monotonic() - up_at, 1),
+            "workers_alive": sum(w.poll() is None for w in workers),
+        }
+        record_result("postgres-restart", **figures)
+        print(figures, done)
+
+        # While it was down: 503 with a clear, short body; never a 500 or a traceback.
+        assert during, "no request was made during the outage"
+        bad = [
+            (p, s, b[:200])
+            for p, s, b in during
+            if "Traceback" in b or not ((s == 503 and "database" in b.lower()) or (p == "/admin/login/" and s == 200))
+        ]
+        assert bad == []
+        api_bodies = [json.loads(b) for p, s, b in during if p == "/api/runs"]
+        assert all(body["error"] == "database_unavailable" for body in api_bodies)
+        assert all(s in (202, 503) for _, s, _ in load.answers), sorted({s for _, s, _ in load.answers})
+        assert figures["refused_during_outage"] > 0
+        # After it: the workers are still there, and every accepted run succeeded.
+        assert figures["workers_alive"] == 2, processes.log("worker-pg0")[-3000:] + processes.log("worker-pg1")[-3000:]
+        assert figures["lost"] == 0 and figures["stuck"] == 0, statuses
+    finally:
+        processes.stop_all()
+
+
+@pytest.mark.timeout(300)
+def test_terminated_worker_connections_are_recovered(cluster: PgCluster, token: str, tmp_path: Path) -> None:
+    processes = Processes(logs=tmp_path, url=cluster.url)
+    admin = f"postgresql://postgres@127.0.0.1:{cluster.port}/postgres"
+    try:
+        base = start_web(processes, cluster, tmp_path)
+        workers = [processes.worker(f"tb{i}", DATABASE_POOL="true") for i in range(2)]
+        load = Load(base, token, every=0.1)
+        load.start()
+        wait_for(lambda: sum(s == 202 for _, s, _ in load.answers) >= 5, 60, "runs to be accepted")
+        terminated = 0
+        for _ in range(scaled(4, 10)):
+            time.sleep(1.5)
+            with psycopg.connect(admin, autocommit=True) as conn:
+                # Every backend of the service's database but this one: the workers' (task loop, maintenance,
+                # LISTEN) and the web tier's pooled connections alike.
+                rows = conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = 'commandcenter' AND pid <> pg_backend_pid()"
+                    " AND client_port IS NOT NULL"
+                ).fetchall()
+                for (pid,) in rows:
+                    conn.execute("SELECT pg_terminate_backend(%s)", [pid])
+                terminated += len(rows)
+        load.halt.set()
+        load.join(30)
+        accepted = load.accepted()
+        start = time.monotonic()
+        wait_for(
+            lambda: (
+                all(s == "SUCCESS" for s in run_statuses(cluster, accepted).values())
+                and len(run_statuses(cluster, accepted)) == len(accepted)
+            ),
+            120,
+            "every accepted run to succeed",
+            interval=0.5,
+        )
+        figures = {
+            "load": f"{len(load.answers)} triggers over HTTP, 2 workers",
+            "faults": f"pg_terminate_backend on all {terminated} service connections, {scaled(4, 10)} rounds 1.5 s apart",
+            "accepted": len(accepted),
+            "answers": sorted({s for _, s, _ in load.answers}),
+            "lost": 0,
+            "stuck": 0,
+            "all_runs_done_after_s": round(time.monotonic() - start, 1),
+            "workers_alive": sum(w.poll() is None for w in workers),
+        }
+        record_result("pg-terminate-backend", **figures)
+        print(figures)
+        assert terminated > 0
+        assert figures["workers_alive"] == 2
+        assert all(s in (202, 503) for _, s, _ in load.answers), figures["answers"]
+    finally:
+        processes.stop_all()
