@@ -1,0 +1,86 @@
+"""SIGTERM a worker in the middle of a step, under load: it finishes or hands back the step; nothing orphaned."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from agents.models import AgentRun
+from tests.reliability.conftest import Processes, host_id, record_result, wait_for
+from tests.workflows.helpers import define
+from workflows.models import TERMINAL_RUN_STATUSES, RunStatus, RunStep, StepStatus, WorkflowRun
+from workflows.services import trigger_workflow
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+@pytest.mark.timeout(240)
+def test_sigterm_mid_step_finishes_or_releases_and_orphans_nothing(tmp_path: Path, processes: Processes) -> None:
+    wf = define(
+        tmp_path,
+        "term-load",
+        [
+            {"key": "slow", "agent": "t-sleep", "inputs": {"seconds": "{{ context.s }}"}, "retry": {"max_attempts": 3}},
+            {"key": "after", "agent": "t-sleep", "depends_on": ["slow"], "inputs": {"seconds": 0.05}},
+        ],
+        [{"slug": "t-sleep", "type": "sleep"}],
+    )
+    runs = [trigger_workflow(wf, context={"s": 1.5 + (i % 3) * 0.5})[0].id for i in range(8)]
+    patient = processes.worker("patient", WORKER_SHUTDOWN_GRACE_SECONDS="15")
+    hasty = processes.worker("hasty", WORKER_SHUTDOWN_GRACE_SECONDS="0.3")
+
+    def holds_a_step(pid: int) -> bool:
+        return RunStep.objects.filter(status=StepStatus.RUNNING, worker_id=host_id(pid)).exists()
+
+    wait_for(lambda: holds_a_step(patient.pid) and holds_a_step(hasty.pid), 60, "both workers to hold a step")
+    held = {
+        name: list(
+            RunStep.objects.filter(status=StepStatus.RUNNING, worker_id=host_id(p.pid)).values_list("id", flat=True)
+        )
+        for name, p in (("patient", patient), ("hasty", hasty))
+    }
+    started = time.monotonic()
+    patient.send_signal(signal.SIGTERM)
+    hasty.send_signal(signal.SIGTERM)
+    assert hasty.wait(30) == 0
+    hasty_exit = time.monotonic() - started
+    assert patient.wait(60) == 0
+    patient_exit = time.monotonic() - started
+
+    # The patient worker finished what it held; the hasty one handed its step back without using an attempt.
+    finished = AgentRun.objects.filter(step_id__in=held["patient"], worker_id=host_id(patient.pid))
+    assert set(finished.values_list("status", flat=True)) == {AgentRun.Status.SUCCESS}
+    released = AgentRun.objects.filter(step_id__in=held["hasty"], worker_id=host_id(hasty.pid))
+    assert {(a.status, a.error_type) for a in released} == {(AgentRun.Status.CANCELLED, "WorkerShutdown")}
+    for step in RunStep.objects.filter(id__in=held["hasty"]):
+        assert step.status == StepStatus.READY and step.worker_id == ""
+        assert step.attempts - step.attempt_offset == 0
+    # Nothing is left claimed by the stopped workers.
+    gone = [host_id(patient.pid), host_id(hasty.pid)]
+    assert not RunStep.objects.filter(worker_id__in=gone).exists()
+    assert not AgentRun.objects.filter(worker_id__in=gone, status=AgentRun.Status.RUNNING).exists()
+
+    processes.worker("rescuer")
+    took = wait_for(
+        lambda: WorkflowRun.objects.filter(id__in=runs, status__in=TERMINAL_RUN_STATUSES).count() == len(runs),
+        120,
+        "every run to finish",
+    )
+    assert set(WorkflowRun.objects.filter(id__in=runs).values_list("status", flat=True)) == {RunStatus.SUCCESS}
+    assert not AgentRun.objects.filter(run_id__in=runs, status=AgentRun.Status.LOST).exists()
+    record_result(
+        "sigterm",
+        load=f"{len(runs)} runs x 2 steps (1.5-2.5 s, then 0.05 s), 2 workers",
+        faults="SIGTERM to both mid-step: grace 15 s (finishes) and 0.3 s (releases)",
+        lost=0,
+        stuck=0,
+        duplicates=0,
+        released_steps=len(held["hasty"]),
+        finished_steps=len(held["patient"]),
+        hasty_exit_s=round(hasty_exit, 1),
+        patient_exit_s=round(patient_exit, 1),
+        rest_done_after_s=round(took, 1),
+    )
