@@ -63,6 +63,9 @@ AGENT_FAILED = 'status=~"FAILED|TIMED_OUT|LOST"'
 AGENT_FINISHED = 'status=~"SUCCESS|FAILED|TIMED_OUT|LOST"'
 # Probe and scrape views are not user traffic.
 NOT_PROBES = 'view!~"healthz|readyz|prometheus-django-metrics"'
+# Responses that mean the database is unreachable (/readyz, and config/middleware.py's 503 for a view whose
+# connection failed); the alert webhook's 503 means a delivery could not be processed, for any reason.
+DB_UNAVAILABLE = 'django_http_responses_total_by_status_view_method_total{status="503", view!="grafana-webhook"}'
 
 
 # --- Dashboard building blocks -------------------------------------------------------------------------
@@ -675,8 +678,8 @@ def system_health() -> dash.Dashboard:
                 "Share of responses that were server errors (probes excluded).",
                 [
                     q(
-                        "sum(rate(django_http_responses_total_by_status_view_method_total"
-                        f'{{status=~"5..", {NOT_PROBES}}}[$__rate_interval]))'
+                        "(sum(rate(django_http_responses_total_by_status_view_method_total"
+                        f'{{status=~"5..", {NOT_PROBES}}}[$__rate_interval])) or vector(0))'
                         " / sum(rate(django_http_responses_total_by_status_view_method_total"
                         f"{{{NOT_PROBES}}}[$__rate_interval]))",
                         "5xx",
@@ -705,15 +708,11 @@ def system_health() -> dash.Dashboard:
         .with_panel(
             p.timeseries(
                 "Database errors",
-                "Database errors by exception type, and /readyz answering 503 (database unreachable).",
+                "Responses answered 503 because the database is unreachable (/readyz, and views whose connection "
+                "failed), in all and by view. The alert webhook's 503s are processing errors and left out.",
                 [
-                    q("sum by (type) (rate(django_db_errors_total[$__rate_interval]))", "{{type}}"),
-                    q(
-                        "sum(rate(django_http_responses_total_by_status_view_method_total"
-                        '{view="readyz", status="503"}[$__rate_interval]))',
-                        "readyz 503",
-                        "B",
-                    ),
+                    q(f"sum(rate({DB_UNAVAILABLE}[$__rate_interval])) or vector(0)", "503 (database unavailable)"),
+                    q(f"sum by (view) (rate({DB_UNAVAILABLE}[$__rate_interval]))", "{{view}}", "B"),
                 ],
                 "ops",
             )

@@ -37,12 +37,11 @@ CATALOGUE = (
 )
 # What the exporters around the code emit: django-prometheus, the Python client's process collector,
 # Prometheus' own synthetic series, and Tempo's metrics generator (used by the Tempo datasource).
+# Not django-prometheus' django_db_* metrics: they come from its database backend, which settings do not use.
 EXPORTER_METRICS = {
     "django_http_requests_total_by_view_transport_method_total",
     "django_http_responses_total_by_status_view_method_total",
     "django_http_requests_latency_seconds_by_view_method_bucket",
-    "django_db_errors_total",
-    "django_db_new_connection_errors_total",
     "process_resident_memory_bytes",
     "process_cpu_seconds_total",
     "up",
