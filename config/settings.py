@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -190,7 +191,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
-STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise serves from here (collectstatic fills it)
+with contextlib.suppress(OSError):  # whitenoise serves from here; collectstatic fills it
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 
 # --- Logging --------------------------------------------------------------------------------------------
 LOG_LEVEL = envchoice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper()
