@@ -22,7 +22,7 @@ from tests.conftest import DEFINITIONS
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 ST = Path(sys.executable).with_name("st")
-MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "10"))
+MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "6"))
 
 KNOWN = {
     # ?limit= (or offset) beyond bigint reaches PostgreSQL: DataError "bigint out of range", a 500.

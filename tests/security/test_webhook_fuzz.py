@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ URL = "/webhooks/grafana"
 FIXTURES = Path(__file__).resolve().parent.parent / "alerts" / "fixtures"
 LIMIT = 64 * 1024
 FUZZ = settings(
-    max_examples=60,
+    max_examples=int(os.environ.get("FUZZ_MAX_EXAMPLES", "25")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
     derandomize=True,
