@@ -82,7 +82,7 @@ def enqueue_step(step_id: int, run_after: datetime | None = None) -> None:
     task.enqueue(step_id)
 
 
-def _enqueue_on_commit(step_id: int, run_after: datetime | None = None) -> None:
+def enqueue_with_transaction(step_id: int, run_after: datetime | None = None) -> None:
     """Queues the step so that workers see it only once the current transaction commits.
 
     With the database backend the task row is written in the same transaction as the step's new state,
@@ -340,7 +340,7 @@ def _finish_attempt(
                 **released,
             )
             if owned:
-                _enqueue_on_commit(step.id)
+                enqueue_with_transaction(step.id)
         elif outcome.status == AgentRun.Status.SUCCESS:
             owned = mine.update(status=StepStatus.SUCCESS, output=outcome.output, error="", finished_at=now, **released)
         else:
@@ -397,7 +397,7 @@ def handle_failure(
         setattr(step, name, value)
     if retry:
         events.retry_scheduled(run, step, node, reason=error_type, delay=delay)
-        _enqueue_on_commit(step.id, step.run_after if delay > 0 else None)
+        enqueue_with_transaction(step.id, step.run_after if delay > 0 else None)
     else:
         tries = f"{counted} attempt{'s' if counted != 1 else ''}"
         fail_run(run, f"step '{step.key}' failed after {tries}: {error_type}: {message}", now)
@@ -432,7 +432,7 @@ def release_gate(run: WorkflowRun, step: RunStep, now: datetime) -> None:
     step.ready_at = now
     step.run_after = None
     step.save(update_fields=["status", "ready_at", "run_after"])
-    _enqueue_on_commit(step.id)
+    enqueue_with_transaction(step.id)
     settle(run, set(RunStep.objects.filter(run=run).values_list("status", flat=True)), now)
 
 
@@ -478,7 +478,7 @@ def advance(run: WorkflowRun, now: datetime, *, inline_worker: str | None = None
             step.status = StepStatus.READY
             step.ready_at = now
             step.save(update_fields=["status", "ready_at"])
-            _enqueue_on_commit(step.id)
+            enqueue_with_transaction(step.id)
         status_of[step.key] = step.status
     settle(run, set(status_of.values()), now)
     return inline

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from observability import tracing
 from workflows import runner
-from workflows.models import RunStatus, RunStep, RunTransition, TriggerSource, Workflow, WorkflowRun
+from workflows.models import RunStatus, RunStep, RunTransition, StepStatus, TriggerSource, Workflow, WorkflowRun
 
 
 class WorkflowDisabled(Exception):
@@ -100,15 +100,28 @@ def _create(workflow: Workflow, **fields: Any) -> WorkflowRun:
         created_at=now,
         **fields,
     )
-    RunStep.objects.bulk_create(
-        RunStep(run=run, key=node["key"], position=i) for i, node in enumerate(definition["nodes"])
+    # Steps without dependencies start READY (queued below) unless gated; gates are opened by advance().
+    ready = [not node["depends_on"] and not node["approval"]["required"] for node in definition["nodes"]]
+    steps = RunStep.objects.bulk_create(
+        RunStep(
+            run=run,
+            key=node["key"],
+            position=i,
+            status=StepStatus.READY if ready[i] else StepStatus.PENDING,
+            ready_at=now if ready[i] else None,
+        )
+        for i, node in enumerate(definition["nodes"])
     )
     actor = getattr(user, "username", "") or fields.get("trigger_detail", "")
     RunTransition.objects.create(run=run, from_status="", to_status=RunStatus.PENDING, actor=actor, at=now)
     from workflows import events
 
     events.run_transitioned(run, "", RunStatus.PENDING, reason=f"triggered via {run.trigger}", actor=actor)
-    runner.advance(run, now)
+    for step, is_ready in zip(steps, ready, strict=True):
+        if is_ready:
+            runner.enqueue_with_transaction(step.id)
+    if any(not node["depends_on"] and node["approval"]["required"] for node in definition["nodes"]):
+        runner.advance(run, now)
     return run
 
 
