@@ -442,15 +442,18 @@ def advance(run: WorkflowRun, now: datetime, *, inline_worker: str | None = None
     With ``inline_worker`` the first ready step is claimed for that worker in this same transaction and
     returned, so the caller runs it next without a trip through the queue. Caller holds the run lock.
     """
-    steps = list(RunStep.objects.filter(run=run).only("id", "run_id", "key", "status", "attempts", "attempt_offset"))
-    status_of = {s.key: s.status for s in steps}
+    # Plain rows, not model instances: this runs after every step, over every step of the run.
+    rows = list(RunStep.objects.filter(run=run).values_list("id", "key", "status", "attempts", "attempt_offset"))
+    status_of = {key: status for _, key, status, _, _ in rows}
+    nodes = {node["key"]: node for node in run.definition["nodes"]}
     inline: RunStep | None = None
-    for step in steps:
-        if step.status != StepStatus.PENDING:
+    for step_id, key, status, attempts, attempt_offset in rows:
+        node = nodes[key]
+        if status != StepStatus.PENDING or any(status_of[dep] != StepStatus.SUCCESS for dep in node["depends_on"]):
             continue
-        node = run.node(step.key)
-        if any(status_of[dep] != StepStatus.SUCCESS for dep in node["depends_on"]):
-            continue
+        step = RunStep(id=step_id, run=run, key=key, status=status, attempts=attempts, attempt_offset=attempt_offset)
+        step._state.adding = False
+        step._state.db = run._state.db
         if node["approval"]["required"]:
             from approvals.services import open_gate
 
@@ -462,24 +465,14 @@ def advance(run: WorkflowRun, now: datetime, *, inline_worker: str | None = None
             step.lease_expires_at = now + lease_delta()
             step.started_at = now
             step.ready_at = now
-            step.save(
-                update_fields=[
-                    "status",
-                    "attempts",
-                    "worker_id",
-                    "lease_expires_at",
-                    "started_at",
-                    "ready_at",
-                ]
-            )
-            step.run = run
+            step.save(update_fields=["status", "attempts", "worker_id", "lease_expires_at", "started_at", "ready_at"])
             inline = step
         else:
             step.status = StepStatus.READY
             step.ready_at = now
             step.save(update_fields=["status", "ready_at"])
             enqueue_with_transaction(step.id)
-        status_of[step.key] = step.status
+        status_of[key] = step.status
     settle(run, set(status_of.values()), now)
     return inline
 
