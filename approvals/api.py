@@ -9,17 +9,13 @@ from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from ninja import Field, Query, Router, Schema
-from ninja.pagination import LimitOffsetPagination, paginate
+from ninja.pagination import paginate
 
 from approvals import services
 from approvals.models import ApprovalDecision, ApprovalRequest
-from config.api import require_scope
+from config.api import ErrorOut, Pagination, require_scope, with_errors
 
 router = Router(tags=["approvals"])
-
-
-class ErrorOut(Schema):
-    detail: Any
 
 
 class DecisionConflictOut(Schema):
@@ -117,8 +113,10 @@ def _requests() -> Any:
     return ApprovalRequest.objects.select_related("run", "decided_by").prefetch_related("decisions__user")
 
 
-@router.get("/approvals", response=list[ApprovalOut], summary="List approval requests, newest first")
-@paginate(LimitOffsetPagination)
+@router.get(
+    "/approvals", response=with_errors({200: list[ApprovalOut]}), summary="List approval requests, newest first"
+)
+@paginate(Pagination)
 def list_approvals(request: HttpRequest, filters: Query[ApprovalFilters]) -> Any:
     require_scope(request, "read")
     found = _requests().order_by("-requested_at")
@@ -131,7 +129,9 @@ def list_approvals(request: HttpRequest, filters: Query[ApprovalFilters]) -> Any
     return found
 
 
-@router.get("/approvals/{approval_id}", response={200: ApprovalOut, 404: ErrorOut}, summary="An approval request")
+@router.get(
+    "/approvals/{approval_id}", response=with_errors({200: ApprovalOut, 404: ErrorOut}), summary="An approval request"
+)
 def get_approval(request: HttpRequest, approval_id: int) -> ApprovalRequest:
     require_scope(request, "read")
     return get_object_or_404(_requests(), id=approval_id)
@@ -155,7 +155,7 @@ _DECISION_RESPONSES = {200: ApprovalOut, 403: ErrorOut, 404: ErrorOut, 409: Deci
 
 @router.post(
     "/approvals/{approval_id}/approve",
-    response=_DECISION_RESPONSES,
+    response=with_errors(_DECISION_RESPONSES),
     summary="Approve a gated step (counts toward its quorum)",
 )
 def approve(request: HttpRequest, approval_id: int, payload: DecisionIn | None = None) -> ApprovalRequest:
@@ -164,7 +164,7 @@ def approve(request: HttpRequest, approval_id: int, payload: DecisionIn | None =
 
 @router.post(
     "/approvals/{approval_id}/reject",
-    response=_DECISION_RESPONSES,
+    response=with_errors(_DECISION_RESPONSES),
     summary="Reject a gated step; the run is REJECTED (a comment with the reason is required)",
 )
 def reject(request: HttpRequest, approval_id: int, payload: DecisionIn | None = None) -> ApprovalRequest:

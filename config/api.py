@@ -6,14 +6,33 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
-from ninja import NinjaAPI
+from ninja import Field, NinjaAPI, Schema
 from ninja.errors import AuthenticationError
+from ninja.pagination import LimitOffsetPagination
 from ninja.security import HttpBearer, SessionAuth
 
 from accounts.models import ApiToken
 from approvals.services import ApprovalError
 from workflows.models import InvalidTransition
 from workflows.services import IdempotencyConflict, WorkflowDisabled
+
+
+class ErrorOut(Schema):
+    detail: Any
+
+
+def with_errors(responses: dict[int, Any]) -> dict[int, Any]:
+    """``responses`` plus the errors every operation may answer: 400 malformed JSON, 401 no or a bad token,
+    403 missing scope or permission, 422 a parameter or body that breaks the schema."""
+    return {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 422: ErrorOut, **responses}
+
+
+class Pagination(LimitOffsetPagination):
+    """limit/offset with bounds, so absurd values get 422 instead of reaching the database."""
+
+    class Input(Schema):
+        limit: int = Field(50, ge=1, le=500)
+        offset: int = Field(0, ge=0, le=1_000_000_000)
 
 
 class TokenAuth(HttpBearer):

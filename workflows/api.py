@@ -7,18 +7,14 @@ from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from ninja import Field, Header, Router, Schema, Status
-from ninja.pagination import LimitOffsetPagination, paginate
+from ninja.pagination import paginate
 from pydantic import model_validator
 
-from config.api import require_scope
+from config.api import ErrorOut, Pagination, require_scope, with_errors
 from workflows import runner, services
 from workflows.models import RunStatus, TriggerSource, Workflow, WorkflowRun
 
 router = Router(tags=["workflows"])
-
-
-class ErrorOut(Schema):
-    detail: Any
 
 
 class TriggerIn(Schema):
@@ -171,7 +167,7 @@ def _actor(request: HttpRequest) -> str:
 
 @router.post(
     "/workflows/{slug}/trigger",
-    response={202: RunOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut},
+    response=with_errors({202: RunOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut}),
     summary="Start a run of a workflow",
 )
 def trigger(
@@ -194,8 +190,8 @@ def trigger(
     return Status(202, run)
 
 
-@router.get("/runs", response=list[RunOut], summary="List runs, newest first")
-@paginate(LimitOffsetPagination)
+@router.get("/runs", response=with_errors({200: list[RunOut]}), summary="List runs, newest first")
+@paginate(Pagination)
 def list_runs(request: HttpRequest, status: RunStatus | None = None, workflow: str | None = None) -> Any:
     require_scope(request, "read")
     runs = WorkflowRun.objects.select_related("workflow").order_by("-created_at")
@@ -206,13 +202,17 @@ def list_runs(request: HttpRequest, status: RunStatus | None = None, workflow: s
     return runs
 
 
-@router.get("/runs/{run_id}", response={200: RunDetailOut, 404: ErrorOut}, summary="A run with its step attempts")
+@router.get(
+    "/runs/{run_id}", response=with_errors({200: RunDetailOut, 404: ErrorOut}), summary="A run with its step attempts"
+)
 def get_run(request: HttpRequest, run_id: uuid.UUID) -> WorkflowRun:
     require_scope(request, "read")
     return get_object_or_404(WorkflowRun, id=run_id)
 
 
-@router.post("/runs/{run_id}/cancel", response={200: RunOut, 404: ErrorOut, 409: ErrorOut}, summary="Cancel a run")
+@router.post(
+    "/runs/{run_id}/cancel", response=with_errors({200: RunOut, 404: ErrorOut, 409: ErrorOut}), summary="Cancel a run"
+)
 def cancel_run(request: HttpRequest, run_id: uuid.UUID) -> WorkflowRun:
     require_scope(request, "trigger")
     run = get_object_or_404(WorkflowRun, id=run_id)
@@ -222,7 +222,7 @@ def cancel_run(request: HttpRequest, run_id: uuid.UUID) -> WorkflowRun:
 
 @router.post(
     "/runs/{run_id}/retry",
-    response={200: RunOut, 404: ErrorOut, 409: ErrorOut},
+    response=with_errors({200: RunOut, 404: ErrorOut, 409: ErrorOut}),
     summary="Re-run the failed steps",
 )
 def retry_run(request: HttpRequest, run_id: uuid.UUID) -> WorkflowRun:
@@ -232,13 +232,17 @@ def retry_run(request: HttpRequest, run_id: uuid.UUID) -> WorkflowRun:
     return run
 
 
-@router.get("/workflows", response=list[WorkflowOut], summary="List workflows")
+@router.get("/workflows", response=with_errors({200: list[WorkflowOut]}), summary="List workflows")
 def list_workflows(request: HttpRequest) -> Any:
     require_scope(request, "read")
     return Workflow.objects.all()
 
 
-@router.get("/workflows/{slug}", response={200: WorkflowDetailOut, 404: ErrorOut}, summary="A workflow and its steps")
+@router.get(
+    "/workflows/{slug}",
+    response=with_errors({200: WorkflowDetailOut, 404: ErrorOut}),
+    summary="A workflow and its steps",
+)
 def get_workflow(request: HttpRequest, slug: str) -> Workflow:
     require_scope(request, "read")
     return get_object_or_404(Workflow, slug=slug)

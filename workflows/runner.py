@@ -582,7 +582,12 @@ def reap_expired_leases(limit: int = 100) -> int:
 
 
 def requeue_stale_ready(limit: int = 100) -> int:
-    """Re-enqueues READY steps that nobody claimed within the grace period (a lost queue message)."""
+    """Re-enqueues READY steps that nobody claimed within the grace period and that have no queued task.
+
+    That covers a task lost between commit and enqueue (non-transactional queues) or removed from the queue.
+    A step whose task is merely waiting behind a backlog is left alone: re-enqueueing it would only grow the
+    backlog. (With the RQ backend the queue cannot be inspected cheaply, so the grace period alone decides.)
+    """
     now = timezone.now()
     cutoff = now - timedelta(seconds=settings.RUNNER_READY_GRACE_SECONDS)
     stale = list(
@@ -590,12 +595,28 @@ def requeue_stale_ready(limit: int = 100) -> int:
             status=StepStatus.READY, ready_at__lt=cutoff, run__status__in=ACTIVE_RUN_STATUSES
         ).values_list("id", "ready_at")[:limit]
     )
+    if stale and _queue_is_transactional():
+        queued = _queued_step_ids()
+        stale = [(step_id, ready_at) for step_id, ready_at in stale if step_id not in queued]
     requeued = 0
     for step_id, ready_at in stale:
         if RunStep.objects.filter(id=step_id, status=StepStatus.READY, ready_at=ready_at).update(ready_at=now):
             enqueue_step(step_id)
             requeued += 1
     return requeued
+
+
+def _queued_step_ids() -> set[int]:
+    """Steps that have a task waiting (or running) in the database queue."""
+    from django.tasks import TaskResultStatus
+    from django_tasks_db.models import DBTaskResult
+
+    from workflows.tasks import execute_step
+
+    pending = DBTaskResult.objects.filter(
+        task_path=execute_step.module_path, status__in=(TaskResultStatus.READY, TaskResultStatus.RUNNING)
+    ).values_list("args_kwargs", flat=True)
+    return {int(args["args"][0]) for args in pending if args.get("args")}
 
 
 def maintenance() -> dict[str, int]:

@@ -102,6 +102,8 @@ def decode(delivery: AlertDelivery, *, utf8: bool = True) -> tuple[Notification 
         data = json.loads(delivery.body)
     except json.JSONDecodeError as exc:
         return None, _reject(delivery, 400, f"malformed JSON: {exc}")
+    except RecursionError:
+        return None, _reject(delivery, 400, "malformed JSON: nested too deeply")
     try:
         notification = parse(data)
     except PayloadError as exc:

@@ -314,3 +314,12 @@ def test_a_run_keeps_its_definition_when_the_workflow_changes(tmp_path: Path) ->
     run = finish(run)
     assert run.workflow_version == 1 and run.steps.count() == 1
     assert run.steps.get().output == {"v": 1}
+
+
+@pytest.mark.django_db
+def test_a_ready_step_still_queued_behind_a_backlog_is_not_enqueued_again(tmp_path: Path) -> None:
+    wf = define(tmp_path, "backlog", [{"key": "e", "agent": "t-echo"}], AGENTS)
+    run, _ = trigger_workflow(wf, context={})
+    RunStep.objects.filter(run=run).update(ready_at=run.created_at.replace(year=2000))
+    assert runner.requeue_stale_ready() == 0  # its task is still waiting in the queue
+    assert DBTaskResult.objects.count() == 1
