@@ -129,7 +129,18 @@ def claim(step_id: int, worker: str) -> bool:
 def run_step(step_id: int) -> None:
     """Entry point of the task: claim the step, run it, and keep going inline while the run has work."""
     worker = worker_id()
-    claimed: RunStep | int | None = step_id if claim(step_id, worker) else None
+    if not claim(step_id, worker):
+        # A queue whose scheduler rounds times (RQ: to the second) may deliver a deferred retry a little
+        # early; put it back for its time rather than leave it to the stale-READY sweep.
+        early = (
+            RunStep.objects.filter(id=step_id, status=StepStatus.READY, run_after__gt=timezone.now())
+            .values_list("run_after", flat=True)
+            .first()
+        )
+        if early is not None:
+            enqueue_step(step_id, early)
+        return
+    claimed: RunStep | int | None = step_id
     while claimed is not None:
         claimed = execute_claimed(claimed, worker)
 

@@ -323,3 +323,19 @@ def test_a_ready_step_still_queued_behind_a_backlog_is_not_enqueued_again(tmp_pa
     RunStep.objects.filter(run=run).update(ready_at=run.created_at.replace(year=2000))
     assert runner.requeue_stale_ready() == 0  # its task is still waiting in the queue
     assert DBTaskResult.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_retry_delivered_before_its_time_is_put_back_for_its_time(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    wf = define(tmp_path, "early", [{"key": "e", "agent": "t-echo"}], AGENTS)
+    run, _ = trigger_workflow(wf, context={})
+    step = run.steps.get()
+    due = step.ready_at + timedelta(seconds=30)
+    RunStep.objects.filter(id=step.id).update(run_after=due)
+    DBTaskResult.objects.all().delete()
+    runner.run_step(step.id)  # delivered early, as a queue with a coarse scheduler may do
+    step.refresh_from_db()
+    assert step.status == StepStatus.READY and step.attempts == 0
+    assert list(DBTaskResult.objects.values_list("run_after", flat=True)) == [due]
