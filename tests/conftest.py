@@ -14,6 +14,7 @@ from django.core.management import call_command
 from django.test import Client
 
 from accounts.models import ApiToken
+from tests.browser import browser  # noqa: F401 - the Chromium fixture of the browser tests
 from workflows.models import TERMINAL_RUN_STATUSES, WorkflowRun
 
 DEFINITIONS = Path(settings.BASE_DIR) / "workflows" / "definitions"

@@ -9,45 +9,25 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.conf import settings as django_settings
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from agents.models import AgentRun
+from tests.browser import sign_in as browser_sign_in
 from tests.conftest import finish
 from workflows.models import RunStatus, Workflow, WorkflowRun
 from workflows.services import trigger_workflow
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 ARTIFACTS = (
     Path(os.environ.get("ARTIFACTS_DIR") or Path(django_settings.BASE_DIR) / "var" / "test-artifacts") / "console"
 )
-
-
-@pytest.fixture
-def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Browser]:
-    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls stay synchronous.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(autouse=True)
@@ -56,14 +36,7 @@ def grafana(settings: Any) -> None:
 
 
 def sign_in(browser: Browser, live_server: Any, username: str, password: str) -> Page:
-    page = browser.new_page(viewport={"width": 1440, "height": 1000})
-    page.set_default_timeout(15_000)
-    page.goto(f"{live_server.url}/admin/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", password)
-    page.click("input[type=submit]")
-    expect(page.locator("#site-name")).to_be_visible()
-    return page
+    return browser_sign_in(browser, live_server, username, password, viewport={"width": 1440, "height": 1000})
 
 
 def run_of(slug: str, **context: Any) -> WorkflowRun:
