@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -93,25 +92,6 @@ def wait_until(condition: Callable[[], bool], timeout: float, step: float = 0.01
         if time.monotonic() > deadline:
             raise TimeoutError("benchmark condition not reached in time")
         time.sleep(step)
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def summary(values: list[float]) -> dict[str, Any]:
-    return {
-        "n": len(values),
-        "p50": percentile(values, 50),
-        "p99": percentile(values, 99),
-        "mean": statistics.fmean(values) if values else float("nan"),
-        "min": min(values) if values else float("nan"),
-        "max": max(values) if values else float("nan"),
-    }
 
 
 def rss_mib(pid: int) -> float:
