@@ -13,6 +13,10 @@ from typing import Any
 
 import psycopg
 
+from bench.peers.stats import percentile, summary
+
+__all__ = ["percentile", "summary"]  # re-exported for the workload modules
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/commandcenter_bench"
