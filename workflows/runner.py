@@ -218,7 +218,7 @@ def execute_claimed(claimed: RunStep | int, worker: str) -> RunStep | None:
         assert agent is not None
         with events.attempt_scope(run, step, attempt, node):
             outcome = _supervise(run, step, attempt, node, agent, worker)
-    return _finish_attempt(run.id, step, attempt, node, worker, outcome)
+    return _finish_attempt(run, step, attempt, node, worker, outcome)
 
 
 def _supervise(
@@ -332,11 +332,27 @@ def _close_attempt(attempt: AgentRun, outcome: Outcome, now: datetime) -> bool:
     )
 
 
+def lock_run(run: WorkflowRun) -> WorkflowRun:
+    """Takes the run's row lock and refreshes what others may change (status, times, error) on ``run``.
+
+    The definition and context never change after the trigger, so they are not read again: with a large
+    definition that saves decoding it after every step.
+    """
+    fresh = (
+        WorkflowRun.objects.select_for_update()
+        .only("id", "status", "started_at", "finished_at", "error", "trace_context")
+        .get(id=run.id)
+    )
+    for name in ("status", "started_at", "finished_at", "error", "trace_context"):
+        setattr(run, name, getattr(fresh, name))
+    return run
+
+
 def _finish_attempt(
-    run_id: Any, step: RunStep, attempt: AgentRun, node: dict[str, Any], worker: str, outcome: Outcome
+    run: WorkflowRun, step: RunStep, attempt: AgentRun, node: dict[str, Any], worker: str, outcome: Outcome
 ) -> RunStep | None:
     with transaction.atomic():
-        run = WorkflowRun.objects.select_for_update().get(id=run_id)
+        lock_run(run)
         now = timezone.now()
         # Each outcome is written by one conditional UPDATE that matches only while this worker still holds
         # this attempt: a cancelled, failed-elsewhere or reaped step is left alone.
