@@ -141,8 +141,7 @@ class PgCluster:
 
     @classmethod
     def create(cls) -> PgCluster:
-        if not (PG_BIN / "initdb").exists():
-            pytest.skip(f"PostgreSQL server binaries not found in {PG_BIN}")
+        assert (PG_BIN / "initdb").exists(), f"PostgreSQL server binaries not found in {PG_BIN} (install postgresql)"
         directory = Path(tempfile.mkdtemp(prefix="cc-pg-"))
         owner: list[str] = []
         if os.geteuid() == 0:
