@@ -29,7 +29,22 @@ from django.db import connection
 ROOT = Path(settings.BASE_DIR)
 LARGE = os.environ.get("RELIABILITY_SCALE", "").lower() == "large"
 RESULTS_DIR = Path(os.environ.get("RELIABILITY_RESULTS_DIR") or ROOT / "var" / "reliability")
-PG_BIN = Path(os.environ.get("PG_BIN") or "/usr/lib/postgresql/15/bin")
+
+
+def _pg_bin() -> Path:
+    """PostgreSQL's server binaries: $PG_BIN, else the newest Debian-style install, else pg_config's."""
+    if os.environ.get("PG_BIN"):
+        return Path(os.environ["PG_BIN"])
+    installed = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+    if installed:
+        return installed[-1]
+    found = shutil.which("pg_config")
+    if found:
+        return Path(subprocess.run([found, "--bindir"], capture_output=True, text=True).stdout.strip())
+    return Path("/usr/lib/postgresql/bin")
+
+
+PG_BIN = _pg_bin()
 
 
 def scaled(small: int, large: int) -> int:
