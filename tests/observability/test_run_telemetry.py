@@ -85,6 +85,18 @@ def scenario(receiver: Receiver, committed: Tokens, django_db_blocker: Any) -> I
             return found if len(found) >= 3 else None
 
         seen = receiver.wait_for("the finished attempts before the decision", attempts)
+
+        # workflows.active is sampled from the database at each export: let one sample see the wait.
+        def waiting_sampled() -> bool:
+            return any(
+                p.metric == "workflows.active"
+                and p.attributes.get("workflow") == "observed"
+                and p.attributes.get("status") == "WAITING_APPROVAL"
+                and p.value >= 1
+                for p in receiver.points()
+            )
+
+        receiver.wait_for("workflows.active to report the run waiting for approval", waiting_sampled)
         status, decided, _ = http(
             "POST", f"{base}/api/approvals/{approval}/approve", token=committed.approver, body={"comment": "ok"}
         )
