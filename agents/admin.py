@@ -18,6 +18,7 @@ from django.utils.html import format_html
 
 from agents.executors import EXECUTORS, UnknownAgentType, executor_class
 from agents.models import Agent, AgentRun
+from config.admin import ReadOnlyModelAdmin
 
 MASK = "********"
 
@@ -133,7 +134,7 @@ class AgentAdmin(admin.ModelAdmin):
 
 
 @admin.register(AgentRun)
-class AgentRunAdmin(admin.ModelAdmin):
+class AgentRunAdmin(ReadOnlyModelAdmin):
     """Attempts are records of what happened; they are read on the run page and searched here."""
 
     list_display = [
@@ -159,12 +160,3 @@ class AgentRunAdmin(admin.ModelAdmin):
     def run_link(self, obj: AgentRun) -> str:
         url = reverse("admin:workflows_workflowrun_change", args=[obj.run_id])
         return format_html('<a href="{}"><code>{}</code></a>', url, str(obj.run_id)[:8])
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

@@ -24,6 +24,7 @@ from django.utils.timesince import timesince
 
 from approvals import services
 from approvals.models import ApprovalDecision, ApprovalRequest, PendingApproval
+from config.admin import ReadOnlyModelAdmin
 
 VIEW_PERMISSION = "approvals.view_approvalrequest"
 QUEUE_LIMIT = 200
@@ -112,17 +113,8 @@ class ApprovalDecisionInline(admin.TabularInline):
         return _may_see(request)
 
 
-class ReadOnlyApprovalAdmin(admin.ModelAdmin):
+class ReadOnlyApprovalAdmin(ReadOnlyModelAdmin):
     """Requests change only through ``decide``; operators with the decide permission may see them."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return _may_see(request)

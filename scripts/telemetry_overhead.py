@@ -62,16 +62,7 @@ def child(requests: int, chains: int) -> dict[str, Any]:
         assert response.status_code == 202, response.content
         return str(response.json()["id"])
 
-    worker = Worker(
-        queue_names=["default"],
-        interval=0.01,
-        batch=True,
-        backend_name="default",
-        startup_delay=False,
-        max_tasks=None,
-        worker_id="overhead",
-        excluded_queue_names=[],
-    )
+    worker = Worker.draining("overhead", interval=0.01)
 
     def drain(run_id: str) -> None:
         while True:

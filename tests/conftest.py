@@ -84,16 +84,7 @@ def work(until: Callable[[], bool] | None = None, timeout: float = 20.0) -> None
     from workflows.management.commands.worker import Worker
 
     deadline = time.monotonic() + timeout
-    worker = Worker(
-        queue_names=["default"],
-        interval=0.05,
-        batch=True,
-        backend_name="default",
-        startup_delay=False,
-        max_tasks=None,
-        worker_id="test-worker",
-        excluded_queue_names=[],
-    )
+    worker = Worker.draining("test-worker", interval=0.05)
     while time.monotonic() < deadline:
         task = worker.next_task()
         if task is not None:

@@ -78,6 +78,20 @@ class Wakeup:
 class Worker(DbWorker):
     """django_tasks_db's worker, with LISTEN/NOTIFY wake-ups, the maintenance thread and DB-outage tolerance."""
 
+    @classmethod
+    def draining(cls, worker_id: str, interval: float = 0.05) -> Worker:
+        """A worker that a test or a measurement drives by hand: next_task() / run_task(), no signals."""
+        return cls(
+            queue_names=["default"],
+            interval=interval,
+            batch=True,
+            backend_name="default",
+            startup_delay=False,
+            max_tasks=None,
+            worker_id=worker_id,
+            excluded_queue_names=[],
+        )
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.wakeup = Wakeup()
