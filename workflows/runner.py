@@ -623,7 +623,7 @@ def requeue_stale_ready(limit: int = 100) -> int:
         ).values_list("id", "ready_at")[:limit]
     )
     if stale and _queue_is_transactional():
-        queued = _queued_step_ids()
+        queued = _queued_step_ids(started_after=cutoff)
         stale = [(step_id, ready_at) for step_id, ready_at in stale if step_id not in queued]
     requeued = 0
     for step_id, ready_at in stale:
@@ -633,15 +633,21 @@ def requeue_stale_ready(limit: int = 100) -> int:
     return requeued
 
 
-def _queued_step_ids() -> set[int]:
-    """Steps that have a task waiting (or running) in the database queue."""
+def _queued_step_ids(*, started_after: datetime) -> set[int]:
+    """Steps that have a task waiting in the database queue, or one a worker took after ``started_after``.
+
+    A task claims its step within milliseconds of being taken. One that was taken before ``started_after``
+    while its step is still READY was orphaned: its worker died, or lost its connection, between taking the
+    task and claiming the step, and could not record the outcome. It must not hide the step from the sweep.
+    """
     from django.tasks import TaskResultStatus
     from django_tasks_db.models import DBTaskResult
 
     from workflows.tasks import execute_step
 
     pending = DBTaskResult.objects.filter(
-        task_path=execute_step.module_path, status__in=(TaskResultStatus.READY, TaskResultStatus.RUNNING)
+        Q(status=TaskResultStatus.READY) | Q(status=TaskResultStatus.RUNNING, started_at__gte=started_after),
+        task_path=execute_step.module_path,
     ).values_list("args_kwargs", flat=True)
     return {int(args["args"][0]) for args in pending if args.get("args")}
 

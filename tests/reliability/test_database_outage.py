@@ -145,6 +145,22 @@ def start_web(processes: Processes, cluster: PgCluster, tmp_path: Path) -> str:
     return base
 
 
+def unfinished(cluster: PgCluster, ids: list[str]) -> str:
+    """The steps of runs that have not succeeded, with their queue tasks: what a failed wait shows."""
+    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{cluster.port}/commandcenter", connect_timeout=5) as c:
+        steps = c.execute(
+            "SELECT r.id::text, r.status, s.id, s.key, s.status, s.attempts, s.ready_at, s.lease_expires_at"
+            " FROM workflows_workflowrun r JOIN workflows_runstep s ON s.run_id = r.id"
+            " WHERE r.id::text = ANY(%s) AND r.status <> 'SUCCESS' ORDER BY r.id, s.id",
+            [ids],
+        ).fetchall()
+        tasks = c.execute(
+            "SELECT args_kwargs, status, enqueued_at, started_at, worker_ids FROM django_tasks_database_dbtaskresult"
+            " WHERE status NOT IN ('SUCCESSFUL') ORDER BY enqueued_at DESC LIMIT 40"
+        ).fetchall()
+    return "steps:\n" + "\n".join(map(str, steps[:40])) + "\nunfinished tasks:\n" + "\n".join(map(str, tasks))
+
+
 def run_statuses(cluster: PgCluster, ids: list[str]) -> dict[str, str]:
     with psycopg.connect(f"postgresql://postgres@127.0.0.1:{cluster.port}/commandcenter", connect_timeout=5) as c:
         rows = c.execute("SELECT id::text, status FROM workflows_workflowrun WHERE id::text = ANY(%s)", [ids])
@@ -268,15 +284,19 @@ def test_terminated_worker_connections_are_recovered(cluster: PgCluster, token: 
         load.join(30)
         accepted = load.accepted()
         start = time.monotonic()
-        wait_for(
-            lambda: (
-                all(s == "SUCCESS" for s in run_statuses(cluster, accepted).values())
-                and len(run_statuses(cluster, accepted)) == len(accepted)
-            ),
-            120,
-            "every accepted run to succeed",
-            interval=0.5,
-        )
+        try:
+            wait_for(
+                lambda: (
+                    all(s == "SUCCESS" for s in run_statuses(cluster, accepted).values())
+                    and len(run_statuses(cluster, accepted)) == len(accepted)
+                ),
+                120,
+                "every accepted run to succeed",
+                interval=0.5,
+            )
+        except AssertionError as exc:
+            logs = "".join(processes.log(f"worker-tb{i}")[-2000:] for i in range(2))
+            raise AssertionError(f"{exc}\n{unfinished(cluster, accepted)}\nworker logs:\n{logs}") from None
         figures = {
             "load": f"{len(load.answers)} triggers over HTTP, 2 workers",
             "faults": f"pg_terminate_backend on all service connections ({terminated}), {scaled(4, 10)} rounds",

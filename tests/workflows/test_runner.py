@@ -326,6 +326,26 @@ def test_a_ready_step_still_queued_behind_a_backlog_is_not_enqueued_again(tmp_pa
 
 
 @pytest.mark.django_db
+def test_a_ready_step_whose_task_was_orphaned_by_a_dead_worker_is_requeued(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from django.tasks import TaskResultStatus
+
+    wf = define(tmp_path, "orphan", [{"key": "e", "agent": "t-echo"}], AGENTS)
+    run, _ = trigger_workflow(wf, context={})
+    long_ago = run.created_at - timedelta(hours=1)
+    RunStep.objects.filter(run=run).update(ready_at=long_ago)
+    # A worker took the task, then died (or lost its connection) before claiming the step.
+    task = DBTaskResult.objects.get()
+    DBTaskResult.objects.filter(id=task.id).update(status=TaskResultStatus.RUNNING, started_at=run.created_at)
+    assert runner.requeue_stale_ready() == 0  # taken just now: its worker is about to claim the step
+    DBTaskResult.objects.filter(id=task.id).update(started_at=long_ago)
+    assert runner.requeue_stale_ready() == 1
+    assert DBTaskResult.objects.filter(status=TaskResultStatus.READY).count() == 1
+    assert finish(run).status == RunStatus.SUCCESS
+
+
+@pytest.mark.django_db
 def test_a_retry_delivered_before_its_time_is_put_back_for_its_time(tmp_path: Path) -> None:
     from datetime import timedelta
 
@@ -339,3 +359,37 @@ def test_a_retry_delivered_before_its_time_is_put_back_for_its_time(tmp_path: Pa
     step.refresh_from_db()
     assert step.status == StepStatus.READY and step.attempts == 0
     assert list(DBTaskResult.objects.values_list("run_after", flat=True)) == [due]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_cut_off_by_a_lost_connection_is_marked_failed_and_its_step_recovered(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    import psycopg
+    from django.db import connection
+    from django.tasks import TaskResultStatus
+
+    from workflows.management.commands.worker import Worker
+
+    wf = define(tmp_path, "cutoff", [{"key": "e", "agent": "t-echo"}], AGENTS)
+    run, _ = trigger_workflow(wf, context={})
+    worker = Worker.draining("cut-off-worker")
+    task = worker.next_task()
+    assert task is not None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    s = connection.settings_dict
+    admin = f"postgresql://{s['USER'] or 'postgres'}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/postgres"
+    with psycopg.connect(admin, autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [pid])
+    assert worker.execute(task) is False  # the task could neither claim its step nor record its outcome
+    assert DBTaskResult.objects.get(id=task.id).status == TaskResultStatus.RUNNING
+    assert run.steps.get().status == StepStatus.READY
+    worker.record_orphaned()
+    assert DBTaskResult.objects.get(id=task.id).status == TaskResultStatus.FAILED
+    assert "lost its database connection" in DBTaskResult.objects.get(id=task.id).traceback
+    # The step, which nobody claimed, goes back to the queue once its READY grace has passed.
+    RunStep.objects.filter(run=run).update(ready_at=run.created_at - timedelta(hours=1))
+    assert runner.requeue_stale_ready() == 1
+    assert finish(run).status == RunStatus.SUCCESS

@@ -24,7 +24,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import close_old_connections, connection
 from django.db.utils import DatabaseError, InterfaceError, OperationalError
-from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
+from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, TaskResultStatus, task_backends
+from django.utils import timezone
 from django_tasks_db.backend import DatabaseBackend
 from django_tasks_db.management.commands.db_worker import Worker as DbWorker
 from django_tasks_db.models import DBTaskResult
@@ -96,6 +97,8 @@ class Worker(DbWorker):
         super().__init__(**kwargs)
         self.wakeup = Wakeup()
         self.stop = threading.Event()
+        # Tasks whose outcome could not be recorded because the connection died under them.
+        self.orphaned: dict[Any, str] = {}
 
     def shutdown(self, signum: int, frame: FrameType | None) -> None:
         if self.stop.is_set():
@@ -126,6 +129,36 @@ class Worker(DbWorker):
                 task_result.claim(self.worker_id)
         return task_result
 
+    def execute(self, task_result: DBTaskResult) -> bool:
+        """Runs one task; False when the database connection died under it."""
+        try:
+            self.run_task(task_result)
+        except (OperationalError, InterfaceError) as exc:
+            # The connection died under the task (server restart, pg_terminate_backend) and django_tasks_db
+            # could not record the outcome either. Our tables stay the truth: the step's lease expires or its
+            # READY grace passes, and maintenance re-queues it. The task row is marked once we reconnect.
+            logger.warning("database connection lost while running a task (%s); reconnecting", exc)
+            self.orphaned[task_result.id] = f"{type(exc).__name__}: {exc}"
+            connection.close()
+            return False
+        return True
+
+    def record_orphaned(self) -> None:
+        """Marks the tasks cut off by a lost connection as failed, once the database answers again.
+
+        Their steps are already looked after (a lease that expires, or the stale-READY sweep); this keeps the
+        queue table from showing them as running forever.
+        """
+        now = timezone.now()
+        for task_id, error in list(self.orphaned.items()):
+            DBTaskResult.objects.filter(id=task_id, status=TaskResultStatus.RUNNING).update(
+                status=TaskResultStatus.FAILED,
+                finished_at=now,
+                exception_class_path=f"{OperationalError.__module__}.{OperationalError.__qualname__}",
+                traceback=f"the worker lost its database connection while running this task: {error}",
+            )
+            del self.orphaned[task_id]
+
     def run(self) -> None:
         logger.info("worker %s started (queues %s)", self.worker_id, ",".join(self.queue_names))
         thread = threading.Thread(target=self.maintenance_loop, name="maintenance", daemon=True)
@@ -134,6 +167,8 @@ class Worker(DbWorker):
             while self.running:
                 close_old_connections()
                 try:
+                    if self.orphaned:
+                        self.record_orphaned()
                     task_result = self.next_task()
                 except (OperationalError, InterfaceError) as exc:
                     logger.warning("database unavailable (%s); retrying in 1s", exc)
@@ -141,14 +176,7 @@ class Worker(DbWorker):
                     time.sleep(1.0)
                     continue
                 if task_result is not None:
-                    try:
-                        self.run_task(task_result)
-                    except (OperationalError, InterfaceError) as exc:
-                        # The connection died under the task (server restart, pg_terminate_backend) and
-                        # django_tasks_db could not record the outcome either. Our tables stay the truth:
-                        # the step's lease expires or its READY grace passes, and maintenance re-queues it.
-                        logger.warning("database connection lost while running a task (%s); reconnecting", exc)
-                        connection.close()
+                    if not self.execute(task_result):
                         time.sleep(1.0)
                         continue
                     if self.max_tasks is not None and self._run_tasks >= self.max_tasks:
