@@ -653,11 +653,17 @@ def _queued_step_ids(*, started_after: datetime) -> set[int]:
 
 
 def maintenance() -> dict[str, int]:
-    """One pass of the periodic work every worker does; safe to run from many workers at once."""
-    from approvals.services import expire_requests
+    """One pass of the periodic work every worker does; safe to run from many workers at once.
 
-    return {
+    Pruning old rows (workflows.retention) runs in at most one pass per RETENTION_INTERVAL_SECONDS.
+    """
+    from approvals.services import expire_requests
+    from workflows.retention import prune_if_due
+
+    done = {
         "reaped": reap_expired_leases(),
         "requeued": requeue_stale_ready(),
         "expired_approvals": expire_requests(),
     }
+    done.update({f"pruned_{kind}": count for kind, count in prune_if_due().items()})
+    return done
