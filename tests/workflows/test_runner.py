@@ -393,3 +393,26 @@ def test_a_task_cut_off_by_a_lost_connection_is_marked_failed_and_its_step_recov
     RunStep.objects.filter(run=run).update(ready_at=run.created_at - timedelta(hours=1))
     assert runner.requeue_stale_ready() == 1
     assert finish(run).status == RunStatus.SUCCESS
+
+
+@pytest.mark.django_db(transaction=True)
+def test_enqueueing_a_task_wakes_listening_workers_at_commit(tmp_path: Path) -> None:
+    import psycopg
+    from django.db import connection, transaction
+
+    from workflows.wakeup import NOTIFY_CHANNEL
+
+    wf = define(tmp_path, "wake", [{"key": "e", "agent": "t-echo"}], AGENTS)
+    s = connection.settings_dict
+    url = f"postgresql://{s['USER'] or 'postgres'}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+    with psycopg.connect(url, autocommit=True) as listener:
+        listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        with transaction.atomic():
+            trigger_workflow(wf, context={})
+            # Not before the task row is visible to the worker that wakes up.
+            assert list(listener.notifies(timeout=0.3, stop_after=1)) == []
+        woken = list(listener.notifies(timeout=5, stop_after=1))
+        assert [n.channel for n in woken] == [NOTIFY_CHANNEL]
+        # Steps that change without enqueueing (a claim) wake nobody.
+        RunStep.objects.update(ready_at=None)
+        assert list(listener.notifies(timeout=0.3, stop_after=1)) == []

@@ -33,7 +33,7 @@ from django_tasks_db.utils import exclusive_transaction
 
 from observability import otel as telemetry
 from workflows import runner
-from workflows.signals import NOTIFY_CHANNEL
+from workflows.wakeup import NOTIFY_CHANNEL
 
 logger = logging.getLogger("workflows.worker")
 
