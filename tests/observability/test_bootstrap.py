@@ -75,3 +75,26 @@ def test_no_instrument_name_ends_in_total() -> None:
     names = [getattr(i, "name", None) or i._name for i in instruments]
     assert len(set(names)) == 9
     assert not [n for n in names if n.endswith((".total", "_total"))]
+
+
+def test_the_resource_is_hashed_once_and_equals_the_sdks_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from opentelemetry.sdk import resources
+    from opentelemetry.sdk.resources import Resource
+
+    from observability.otel import build_resource
+
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=staging,team=ops")
+    resource = build_resource()
+    plain = Resource(resource.attributes, resource.schema_url)
+    assert resource == plain and plain == resource and hash(resource) == hash(plain)
+    assert resource.attributes["team"] == "ops" and resource.attributes["deployment.environment"] == "staging"
+    # The exporters hash the resource of every span, log record and metric they group: no JSON each time.
+    calls: list[object] = []
+    monkeypatch.setattr(resources, "dumps", lambda *a, **k: calls.append(a) or json.dumps(*a, **k))
+    for _ in range(3):
+        hash(resource)
+    assert calls == []
+    hash(plain)
+    assert len(calls) == 1
