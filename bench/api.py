@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import threading
 import time
@@ -93,6 +94,19 @@ class Web:
             "total_rss": round(rss_mib(self.proc.pid) + sum(rss), 1),
             "total_pss": round(sum(pss_mib(pid) for pid in pids), 1),
         }
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes have used so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
 
 
 def pss_mib(pid: int) -> float:
@@ -317,7 +331,10 @@ def throughput(
         order = [("off", "on"), ("on", "off")]
         for i in range(rounds):
             for mode in order[i % 2]:
+                pids = webs[mode].children()
+                cpu = cpu_seconds(pids)
                 result = load(webs[mode], token, concurrency, seconds, log_dir, generator)
+                result["web_cpu_ms_per_request"] = (cpu_seconds(pids) - cpu) / max(1, result["requests"]) * 1000
                 result["load_1m"] = os.getloadavg()[0]
                 per_mode[mode].append(result)
         memory = {mode: web.memory() for mode, web in webs.items()}
@@ -338,11 +355,23 @@ def throughput(
             "requests_per_second": _mean(results, "requests_per_second"),
             "p50_ms": _mean(results, "p50_ms"),
             "p99_ms": _mean(results, "p99_ms"),
+            "web_cpu_ms_per_request": _mean(results, "web_cpu_ms_per_request"),
             "requests": sum(r["requests"] for r in results),
             "errors": sum(r["errors"] for r in results),
             "rounds": results,
         }
-    out["on_off_ratio"] = out["on"]["requests_per_second"] / out["off"]["requests_per_second"]
+    # Each round runs both modes back to back, so the two share whatever else the machine was doing then;
+    # the median of the per-round ratios is steadier than the ratio of the means when that varies.
+    pairs = [
+        on["requests_per_second"] / off["requests_per_second"]
+        for on, off in zip(per_mode["on"], per_mode["off"], strict=True)
+    ]
+    out["round_ratios"] = [round(r, 3) for r in pairs]
+    out["on_off_ratio"] = statistics.median(pairs)
+    out["on_off_ratio_of_means"] = out["on"]["requests_per_second"] / out["off"]["requests_per_second"]
+    # Requests per CPU-second of the web workers: what telemetry costs the web tier itself, apart from the
+    # database and the load generator that share the machine.
+    out["cpu_on_off_ratio"] = out["off"]["web_cpu_ms_per_request"] / out["on"]["web_cpu_ms_per_request"]
     return out
 
 
