@@ -34,7 +34,7 @@ from django.utils import timezone
 from agents.executors import UnknownAgentType, executor_class
 from agents.executors.base import AgentError, StepCancelled, StepContext
 from agents.models import Agent, AgentRun
-from workflows import events
+from workflows import events, sql
 from workflows.models import (
     ACTIVE_RUN_STATUSES,
     OPEN_STEP_STATUSES,
@@ -320,7 +320,9 @@ def _close_attempt(attempt: AgentRun, outcome: Outcome, now: datetime) -> bool:
     attempt.duration_seconds = (now - attempt.started_at).total_seconds()
     attempt.lease_expires_at = None
     return bool(
-        AgentRun.objects.filter(id=attempt.id, status=AgentRun.Status.RUNNING).update(
+        sql.update(
+            AgentRun,
+            {"id": attempt.id, "status": AgentRun.Status.RUNNING},
             status=attempt.status,
             output=attempt.output,
             error_type=attempt.error_type,
@@ -369,7 +371,16 @@ def _finish_attempt(
             if owned:
                 enqueue_with_transaction(step.id)
         elif outcome.status == AgentRun.Status.SUCCESS:
-            owned = mine.update(status=StepStatus.SUCCESS, output=outcome.output, error="", finished_at=now, **released)
+            # The same conditional UPDATE as ``mine``, written directly: this runs once for every step.
+            owned = sql.update(
+                RunStep,
+                {"id": step.id, "status": StepStatus.RUNNING, "worker_id": worker, "attempts": attempt.attempt},
+                status=StepStatus.SUCCESS,
+                output=outcome.output,
+                error="",
+                finished_at=now,
+                **released,
+            )
         else:
             owned = handle_failure(
                 run, step, node, outcome.error_type, outcome.error_message, outcome.permanent, now, guard=mine
@@ -470,7 +481,7 @@ def advance(run: WorkflowRun, now: datetime, *, inline_worker: str | None = None
     returned, so the caller runs it next without a trip through the queue. Caller holds the run lock.
     """
     # Plain rows, not model instances: this runs after every step, over every step of the run.
-    rows = list(RunStep.objects.filter(run=run).values_list("id", "key", "status", "attempts", "attempt_offset"))
+    rows = sql.step_rows(run.id)
     status_of = {key: status for _, key, status, _, _ in rows}
     nodes = {node["key"]: node for node in run.definition["nodes"]}
     inline: RunStep | None = None
@@ -492,12 +503,21 @@ def advance(run: WorkflowRun, now: datetime, *, inline_worker: str | None = None
             step.lease_expires_at = now + lease_delta()
             step.started_at = now
             step.ready_at = now
-            step.save(update_fields=["status", "attempts", "worker_id", "lease_expires_at", "started_at", "ready_at"])
+            sql.update(
+                RunStep,
+                {"id": step_id},
+                status=step.status,
+                attempts=step.attempts,
+                worker_id=step.worker_id,
+                lease_expires_at=step.lease_expires_at,
+                started_at=now,
+                ready_at=now,
+            )
             inline = step
         else:
             step.status = StepStatus.READY
             step.ready_at = now
-            step.save(update_fields=["status", "ready_at"])
+            sql.update(RunStep, {"id": step_id}, status=step.status, ready_at=now)
             enqueue_with_transaction(step.id)
         status_of[key] = step.status
     settle(run, set(status_of.values()), now)
