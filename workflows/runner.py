@@ -105,9 +105,9 @@ def _queue_is_transactional() -> bool:
 # --- Claiming and executing -----------------------------------------------------------------------------
 
 
-def claim(step_id: int, worker: str) -> bool:
+def claim(step_id: int, worker: str, now: datetime | None = None) -> bool:
     """Takes a READY step whose time has come; False when another worker (or nothing) got there first."""
-    now = timezone.now()
+    now = now or timezone.now()
     # No join in this UPDATE: with one, Django writes `WHERE id IN (SELECT ...)`, and PostgreSQL re-checks only
     # that id list after waiting for a concurrent claim, so two workers could both take the step.
     run_active = WorkflowRun.objects.filter(id=OuterRef("run_id"), status__in=ACTIVE_RUN_STATUSES)
@@ -129,11 +129,14 @@ def claim(step_id: int, worker: str) -> bool:
 def run_step(step_id: int) -> None:
     """Entry point of the task: claim the step, run it, and keep going inline while the run has work."""
     worker = worker_id()
-    if not claim(step_id, worker):
+    now = timezone.now()
+    if not claim(step_id, worker, now):
         # A queue whose scheduler rounds times (RQ: to the second) may deliver a deferred retry a little
-        # early; put it back for its time rather than leave it to the stale-READY sweep.
+        # early; put it back for its time rather than leave it to the stale-READY sweep. "Early" is judged
+        # at the instant the claim used: judged later, the time may have come in between, and the step
+        # would be neither claimed nor put back.
         early = (
-            RunStep.objects.filter(id=step_id, status=StepStatus.READY, run_after__gt=timezone.now())
+            RunStep.objects.filter(id=step_id, status=StepStatus.READY, run_after__gt=now)
             .values_list("run_after", flat=True)
             .first()
         )

@@ -326,6 +326,31 @@ def test_a_ready_step_still_queued_behind_a_backlog_is_not_enqueued_again(tmp_pa
 
 
 @pytest.mark.django_db
+def test_a_retry_delivered_just_before_its_time_is_put_back_even_if_the_time_comes_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    wf = define(tmp_path, "edge", [{"key": "e", "agent": "t-echo"}], AGENTS)
+    run, _ = trigger_workflow(wf, context={})
+    step = run.steps.get()
+    due = timezone.now() + timedelta(milliseconds=40)
+    RunStep.objects.filter(id=step.id).update(run_after=due)
+    DBTaskResult.objects.all().delete()
+    # The claim sees the step 10 ms early; every later look at the clock is past its time.
+    clock = iter([due - timedelta(milliseconds=10)])
+    monkeypatch.setattr(runner.timezone, "now", lambda: next(clock, due + timedelta(milliseconds=5)))
+    runner.run_step(step.id)
+    step.refresh_from_db()
+    assert step.status == StepStatus.READY and step.attempts == 0
+    assert DBTaskResult.objects.count() == 1  # put back for its time, not left to the stale-READY sweep
+    monkeypatch.undo()
+    assert finish(run).status == RunStatus.SUCCESS
+
+
+@pytest.mark.django_db
 def test_a_ready_step_whose_task_was_orphaned_by_a_dead_worker_is_requeued(tmp_path: Path) -> None:
     from datetime import timedelta
 
