@@ -131,8 +131,10 @@ def main() -> int:
             _write(args.json, results)  # as it goes: a run stopped half-way keeps what it measured
     finally:
         if ctx.receiver is not None:
+            spans = ctx.receiver.spans()
             results["telemetry_received"] = {
-                "spans": len(ctx.receiver.spans()),
+                "spans": len(spans),
+                "agent_execute_spans": sum(s.name == "agent.execute" for s in spans),
                 "metric_points": len(ctx.receiver.points()),
                 "logs": len(ctx.receiver.logs()),
             }
@@ -140,6 +142,11 @@ def main() -> int:
         _write(args.json, results)
     print(report(results))
     print(f"\nJSON: {args.json}   logs: {ctx.log_dir}")
+    worked = {"chain", "throughput", "idle_latency", "worker_memory"} & set(sections)
+    if args.telemetry == "on" and worked and not results["telemetry_received"]["agent_execute_spans"]:
+        # The figures would claim telemetry on while the workers traced nothing.
+        print("error: telemetry was on but the workers exported no agent.execute span", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -323,7 +330,8 @@ def report(results: dict[str, Any]) -> str:
     if "telemetry_received" in results:
         tr = results["telemetry_received"]
         lines.append(
-            f"\ntelemetry received: {tr['spans']} spans, {tr['metric_points']} metric points, {tr['logs']} logs"
+            f"\ntelemetry received: {tr['spans']} spans ({tr['agent_execute_spans']} agent.execute),"
+            f" {tr['metric_points']} metric points, {tr['logs']} logs"
         )
     return "\n".join(lines)
 

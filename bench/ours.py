@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -9,12 +10,22 @@ from typing import Any
 from bench.common import rss_mib, summary, wait_until, workers
 
 
-def _models() -> Any:
+def _models(env: dict[str, str] | None = None) -> Any:
     from agents.models import AgentRun
     from workflows.models import TERMINAL_RUN_STATUSES, Workflow, WorkflowRun
     from workflows.services import trigger_workflow
 
-    return AgentRun, TERMINAL_RUN_STATUSES, Workflow, WorkflowRun, trigger_workflow
+    if env is None or env.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return AgentRun, TERMINAL_RUN_STATUSES, Workflow, WorkflowRun, trigger_workflow
+
+    def traced(workflow: Any, **kwargs: Any) -> Any:
+        # As the API does for an instrumented caller: the run carries a sampled trace context, so the workers
+        # trace it (workflow.execute, agent.execute and what the agents do). The driver itself exports nothing.
+        trace_id, span_id = secrets.token_hex(16), secrets.token_hex(8)
+        context = {"traceparent": f"00-{trace_id}-{span_id}-01"}
+        return trigger_workflow(workflow, trace_id=trace_id, trace_context=context, **kwargs)
+
+    return AgentRun, TERMINAL_RUN_STATUSES, Workflow, WorkflowRun, traced
 
 
 def _wait_terminal(run_ids: list[Any], timeout: float) -> None:
@@ -26,7 +37,7 @@ def _wait_terminal(run_ids: list[Any], timeout: float) -> None:
 
 def chain(env: dict[str, str], log_dir: Path, repeats: int) -> dict[str, Any]:
     """chain-40 (40 sequential 10 ms steps), trigger -> SUCCESS, one worker."""
-    _, _, Workflow, _WorkflowRun, trigger = _models()
+    _, _, Workflow, _WorkflowRun, trigger = _models(env)
     workflow = Workflow.objects.get(slug="chain-40")
     durations, statuses = [], []
     with workers(1, env, log_dir):
@@ -44,7 +55,7 @@ def chain(env: dict[str, str], log_dir: Path, repeats: int) -> dict[str, Any]:
 
 def throughput(env: dict[str, str], log_dir: Path, runs: int, worker_counts: tuple[int, ...]) -> dict[str, Any]:
     """``runs`` runs of noop-3 triggered as fast as possible into 1, 2, 4 workers."""
-    _, _, Workflow, WorkflowRun, trigger = _models()
+    _, _, Workflow, WorkflowRun, trigger = _models(env)
     workflow = Workflow.objects.get(slug="noop-3")
     out: dict[str, Any] = {}
     for count in worker_counts:
@@ -68,7 +79,7 @@ def throughput(env: dict[str, str], log_dir: Path, runs: int, worker_counts: tup
 
 def idle_latency(env: dict[str, str], log_dir: Path, runs: int, rate: float = 1.0) -> dict[str, Any]:
     """At ``rate`` runs/s into one idle worker: trigger -> first step started."""
-    AgentRun, _, Workflow, WorkflowRun, trigger = _models()
+    AgentRun, _, Workflow, WorkflowRun, trigger = _models(env)
     workflow = Workflow.objects.get(slug="noop-3")
     ids = []
     with workers(1, env, log_dir):
@@ -90,7 +101,7 @@ def idle_latency(env: dict[str, str], log_dir: Path, runs: int, rate: float = 1.
 
 def worker_memory(env: dict[str, str], log_dir: Path, runs: int) -> dict[str, Any]:
     """RSS of one worker idle, after ``runs`` noop-3 runs, and after as many again (growth check)."""
-    _, _, Workflow, _, trigger = _models()
+    _, _, Workflow, _, trigger = _models(env)
     workflow = Workflow.objects.get(slug="noop-3")
     with workers(1, env, log_dir) as procs:
         pid = procs[0].pid
