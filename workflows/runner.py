@@ -144,8 +144,31 @@ def run_step(step_id: int) -> None:
             enqueue_step(step_id, early)
         return
     claimed: RunStep | int | None = step_id
+    agents = AgentLookup()
     while claimed is not None:
-        claimed = execute_claimed(claimed, worker)
+        claimed = execute_claimed(claimed, worker, agents)
+
+
+class AgentLookup:
+    """The agents of one inline chain of steps, each read again once it is a second old.
+
+    A chain of short steps on one agent would otherwise read the same row before every step; an operator's
+    change to an agent (disabling it, new config) still reaches the next attempt within a second.
+    """
+
+    MAX_AGE = 1.0
+
+    def __init__(self) -> None:
+        self._rows: dict[str, tuple[float, Agent | None]] = {}
+
+    def get(self, slug: str) -> Agent | None:
+        now = time.monotonic()
+        cached = self._rows.get(slug)
+        if cached is not None and now - cached[0] < self.MAX_AGE:
+            return cached[1]
+        agent = Agent.objects.filter(slug=slug).first()
+        self._rows[slug] = (now, agent)
+        return agent
 
 
 @dataclass
@@ -175,7 +198,7 @@ def template_scope(run: WorkflowRun, template: Any) -> dict[str, Any]:
     }
 
 
-def execute_claimed(claimed: RunStep | int, worker: str) -> RunStep | None:
+def execute_claimed(claimed: RunStep | int, worker: str, agents: AgentLookup | None = None) -> RunStep | None:
     """Runs one attempt of a step this worker has claimed; returns the next step it claimed inline.
 
     ``claimed`` is a step id (claimed from the queue) or the step that ``advance`` claimed inline, which comes
@@ -202,7 +225,7 @@ def execute_claimed(claimed: RunStep | int, worker: str) -> RunStep | None:
         started_at=started,
     )
     outcome: Outcome | None = None
-    agent = Agent.objects.filter(slug=node["agent"]).first()
+    agent = (agents or AgentLookup()).get(node["agent"])
     attempt.agent = agent
     try:
         attempt.input = render_inputs(node["inputs"], template_scope(run, node["inputs"]))

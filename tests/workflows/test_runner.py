@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.db import connections
@@ -104,7 +106,10 @@ def test_a_flaky_step_is_retried_with_backoff_until_it_succeeds(tmp_path: Path) 
     assert run.status == RunStatus.SUCCESS
     assert attempts(run) == [("f", 1, "FAILED"), ("f", 2, "FAILED"), ("f", 3, "SUCCESS")]
     rows = list(run.attempts.order_by("attempt"))
-    gaps = [(rows[i + 1].started_at - rows[i].finished_at).total_seconds() for i in range(2)]
+    gaps = []
+    for earlier, later in itertools.pairwise(rows):
+        assert earlier.finished_at is not None
+        gaps.append((later.started_at - earlier.finished_at).total_seconds())
     # exponential: 0.2 s then 0.4 s (deferred tasks; never earlier than the backoff)
     assert gaps[0] >= 0.2 and gaps[1] >= 0.4
     assert rows[0].error_type == "AgentError" and "attempt 1" in rows[0].error_message
@@ -240,7 +245,7 @@ def test_a_ready_step_whose_message_was_lost_is_requeued(tmp_path: Path, setting
 
 
 @pytest.mark.django_db(transaction=True)
-def test_cancelling_a_run_stops_its_running_step(tmp_path: Path, settings: object) -> None:
+def test_cancelling_a_run_stops_its_running_step(tmp_path: Path, settings: Any) -> None:
     settings.RUNNER_LEASE_SECONDS = 1.5  # renewals (and so cancellation checks) every 0.5 s
     wf = define(
         tmp_path,
@@ -377,6 +382,7 @@ def test_a_retry_delivered_before_its_time_is_put_back_for_its_time(tmp_path: Pa
     wf = define(tmp_path, "early", [{"key": "e", "agent": "t-echo"}], AGENTS)
     run, _ = trigger_workflow(wf, context={})
     step = run.steps.get()
+    assert step.ready_at is not None
     due = step.ready_at + timedelta(seconds=30)
     RunStep.objects.filter(id=step.id).update(run_after=due)
     DBTaskResult.objects.all().delete()
@@ -441,3 +447,30 @@ def test_enqueueing_a_task_wakes_listening_workers_at_commit(tmp_path: Path) -> 
         # Steps that change without enqueueing (a claim) wake nobody.
         RunStep.objects.update(ready_at=None)
         assert list(listener.notifies(timeout=0.3, stop_after=1)) == []
+
+
+@pytest.mark.django_db
+def test_a_chain_reads_its_agent_once_a_second_and_sees_changes_after_that(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    nodes = [{"key": f"s{i}", "agent": "t-echo", "depends_on": [f"s{i - 1}"] if i else []} for i in range(4)]
+    wf = define(tmp_path, "lookup", nodes, AGENTS)
+    run, _ = trigger_workflow(wf, context={})
+    with CaptureQueriesContext(connection) as queries:
+        run = finish(run)
+    assert run.status == RunStatus.SUCCESS
+    assert sum('FROM "agents_agent"' in q["sql"] for q in queries.captured_queries) == 1
+
+    lookup = runner.AgentLookup()
+    clock = [100.0]
+    monkeypatch.setattr(runner.time, "monotonic", lambda: clock[0])
+    assert lookup.get("t-echo").enabled
+    Agent.objects.filter(slug="t-echo").update(enabled=False)
+    clock[0] += 0.5
+    assert lookup.get("t-echo").enabled  # the row read half a second ago
+    clock[0] += 0.6
+    assert not lookup.get("t-echo").enabled  # a second old: read again
+    assert lookup.get("no-such-agent") is None
