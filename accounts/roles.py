@@ -32,7 +32,7 @@ def ensure_roles(**kwargs: Any) -> None:
 
     for name, perms in ROLES.items():
         group, _ = Group.objects.get_or_create(name=name)
-        found = []
+        found: list[Permission] = []
         for perm in perms:
             app_label, codename = perm.split(".")
             found.extend(Permission.objects.filter(content_type__app_label=app_label, codename=codename))

@@ -80,12 +80,15 @@ class AgentForm(forms.ModelForm):
         types = sorted(EXECUTORS)
         if self.instance.type and self.instance.type not in EXECUTORS:
             types.append(self.instance.type)
-        self.fields["type"].choices = [(t, t) for t in types]
+        type_field = self.fields["type"]
+        assert isinstance(type_field, forms.ChoiceField)
+        type_field.choices = [(t, t) for t in types]
         if self.instance.pk:
             self.initial["config"] = mask_config(self.instance.config, secret_keys(self.instance.type))
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
+        assert cleaned is not None  # ModelForm.clean returns cleaned_data
         agent_type = cleaned.get("type")
         config = cleaned.get("config")
         if agent_type is None or "config" not in cleaned:
@@ -114,8 +117,8 @@ class AgentAdmin(admin.ModelAdmin):
     list_filter = ["type", "enabled"]
     search_fields = ["slug", "name"]
 
-    def get_fields(self, request: HttpRequest, obj: Agent | None = None) -> list[str]:
-        fields = list(AgentForm.Meta.fields)
+    def get_fields(self, request: HttpRequest, obj: Agent | None = None) -> list[str | list[str] | tuple[str, ...]]:
+        fields: list[str | list[str] | tuple[str, ...]] = list(AgentForm.Meta.fields)
         if obj is not None and not self.has_change_permission(request, obj):
             # The read-only view would render the stored value; show the masked one instead.
             fields[fields.index("config")] = "masked_config"

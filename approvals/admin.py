@@ -100,7 +100,7 @@ class ApprovalDecisionInline(admin.TabularInline):
     model = ApprovalDecision
     extra = 0
     can_delete = False
-    fields = ["decided_at", "user", "decision", "comment", "channel", "wait_seconds"]
+    fields = ("decided_at", "user", "decision", "comment", "channel", "wait_seconds")
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AbstractUser, AnonymousUser
 from django.db import transaction
 from django.utils import timezone
 
@@ -27,7 +27,7 @@ logger = logging.getLogger("approvals")
 DECIDE_PERMISSION = "approvals.decide_approval"
 EXPIRED_REASON = "approval expired"
 
-User = AbstractBaseUser | AnonymousUser
+User = AbstractUser | AnonymousUser
 
 
 class ApprovalError(Exception):
@@ -130,7 +130,7 @@ def decide_refusal(user: User | None, request: ApprovalRequest) -> str | None:
     groups, users = list(request.approver_groups), list(request.approver_users)
     if groups or users:
         in_users = _username(user) in users
-        in_groups = bool(groups) and user.groups.filter(name__in=groups).exists()  # type: ignore[union-attr]
+        in_groups = bool(groups) and user.groups.filter(name__in=groups).exists()
         if not (in_users or in_groups):
             allowed = ", ".join([*(f"group {g}" for g in groups), *(f"user {u}" for u in users)])
             return f"only {allowed} may decide the approval of step '{request.node_key}'"
@@ -198,6 +198,7 @@ def decide(
         if refusal:
             _refused(request_id, acting_user, decision, channel, refusal)
             raise NotPermitted(refusal)
+        assert not isinstance(acting_user, AnonymousUser)  # decide_refusal turns away anyone not signed in
         if not request.is_open:
             _refused(request_id, acting_user, decision, channel, request.status)
             raise _closed_error(request)

@@ -43,7 +43,7 @@ class AlertDeliveryAdmin(admin.ModelAdmin):
     search_fields = ["group_key", "error"]
     date_hierarchy = "received_at"
     actions = ["replay"]
-    fields = [
+    fields = (
         "received_at",
         "source",
         "status",
@@ -58,7 +58,7 @@ class AlertDeliveryAdmin(admin.ModelAdmin):
         "content_type",
         "pretty_headers",
         "pretty_body",
-    ]
+    )
     readonly_fields = fields
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[AlertDelivery]:

@@ -54,11 +54,11 @@ TRIGGERS = [(TriggerSource.API, 70), (TriggerSource.ALERT, 20), (TriggerSource.A
 TERMINAL = {RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.REJECTED}
 
 
-def pick(weighted: list[tuple[str, int]], rng: random.Random) -> str:
+def pick[T](weighted: list[tuple[T, int]], rng: random.Random) -> T:
     return rng.choices([v for v, _ in weighted], weights=[w for _, w in weighted])[0]
 
 
-def step_statuses(status: str, count: int, rng: random.Random) -> list[str]:
+def step_statuses(status: RunStatus, count: int, rng: random.Random) -> list[StepStatus]:
     if status == RunStatus.SUCCESS:
         return [StepStatus.SUCCESS] * count
     done = rng.randrange(count)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from django.db import DEFAULT_DB_ALIAS, connections
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -35,7 +35,7 @@ def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Browser]:
 
 
 def sign_in(
-    browser: Browser, live_server: Any, username: str, password: str, viewport: dict[str, int] | None = None
+    browser: Browser, live_server: Any, username: str, password: str, viewport: ViewportSize | None = None
 ) -> Page:
     """A page signed in to the admin as ``username``."""
     page = browser.new_page(viewport=viewport) if viewport else browser.new_page()

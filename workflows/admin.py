@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -205,7 +206,7 @@ class WorkflowAdmin(admin.ModelAdmin):
         url = reverse("admin:workflows_workflow_trigger", args=[obj.pk])
         return format_html('<a class="button" href="{}">Trigger now</a>', url)
 
-    def get_list_display(self, request: HttpRequest) -> list[str]:
+    def get_list_display(self, request: HttpRequest) -> list[str | Callable[[Workflow], str | bool]]:
         shown = list(super().get_list_display(request))
         return shown if may_operate(request) else [c for c in shown if c != "trigger_link"]
 

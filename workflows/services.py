@@ -125,7 +125,7 @@ def _create(workflow: Workflow, **fields: Any) -> WorkflowRun:
     return run
 
 
-def rerun(run: WorkflowRun, *, user: AbstractBaseUser | None = None) -> WorkflowRun:
+def rerun(run: WorkflowRun, *, user: AbstractBaseUser | AnonymousUser | None = None) -> WorkflowRun:
     """A new run of the same workflow with the same context, linked to the original."""
     new_run, _ = trigger_workflow(
         run.workflow,

@@ -13,21 +13,33 @@ from functools import cache
 from typing import Any
 
 from django.db import connections
-from django.db.models import Model
+from django.db.models import Field, Model
 
 DATABASE = "default"
+
+
+def _field(model: type[Model], name: str) -> Field[Any, Any]:
+    """The concrete field ``name`` of ``model``; a reverse relation has no column to update or filter on."""
+    field = model._meta.get_field(name)
+    assert isinstance(field, Field), f"{model.__name__}.{name} is not a concrete field"
+    return field
+
+
+def _column(model: type[Model], name: str) -> str:
+    column = _field(model, name).column
+    assert column is not None, f"{model.__name__}.{name} has no column"
+    return column
 
 
 @cache
 def _statement(model: type[Model], vendor: str, columns: tuple[str, ...], filters: tuple[tuple[str, bool], ...]) -> str:
     ops = connections[DATABASE].ops
-    meta = model._meta
-    sets = ", ".join(f"{ops.quote_name(meta.get_field(name).column)} = %s" for name in columns)
+    sets = ", ".join(f"{ops.quote_name(_column(model, name))} = %s" for name in columns)
     where = " AND ".join(
-        f"{ops.quote_name(meta.get_field(name).column)} {'IS NULL' if is_null else '= %s'}" for name, is_null in filters
+        f"{ops.quote_name(_column(model, name))} {'IS NULL' if is_null else '= %s'}" for name, is_null in filters
     )
     # Identifiers come from the model's metadata, quoted; every value is a parameter.
-    return f"UPDATE {ops.quote_name(meta.db_table)} SET {sets} WHERE {where}"  # noqa: S608
+    return f"UPDATE {ops.quote_name(model._meta.db_table)} SET {sets} WHERE {where}"  # noqa: S608
 
 
 def update(model: type[Model], where: dict[str, Any], **values: Any) -> int:
@@ -36,10 +48,9 @@ def update(model: type[Model], where: dict[str, Any], **values: Any) -> int:
     A ``None`` in ``where`` means IS NULL. Expressions (F(), Case...) are not supported: use the ORM there.
     """
     connection = connections[DATABASE]
-    meta = model._meta
     sql = _statement(model, connection.vendor, tuple(values), tuple((k, v is None) for k, v in where.items()))
-    params = [meta.get_field(name).get_db_prep_save(value, connection) for name, value in values.items()]
-    params += [meta.get_field(name).get_db_prep_value(v, connection) for name, v in where.items() if v is not None]
+    params = [_field(model, name).get_db_prep_save(value, connection) for name, value in values.items()]
+    params += [_field(model, name).get_db_prep_value(v, connection) for name, v in where.items() if v is not None]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount

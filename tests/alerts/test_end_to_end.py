@@ -45,7 +45,7 @@ def test_a_grafana_alert_is_delivered_to_every_channel_once(synced: None, channe
     ]
     (email,) = mail.outbox
     assert email.to == ["oncall@example.test"] and run_url in email.body
-    outputs = dict(run.steps.values_list("key", "output"))
+    outputs: dict[str, Any] = dict(run.steps.values_list("key", "output"))
     assert all(output["delivered"] for output in outputs.values()), outputs
 
 
@@ -53,7 +53,7 @@ def test_without_channel_variables_only_the_log_delivers(synced: None, remote: R
     response = post(fixture("alertmanager_firing"))
     run = finish(WorkflowRun.objects.get(id=response.json()["workflowRunIds"][0]))
     assert run.status == RunStatus.SUCCESS
-    outputs = dict(run.steps.values_list("key", "output"))
+    outputs: dict[str, Any] = dict(run.steps.values_list("key", "output"))
     assert outputs["log"]["delivered"] is True
     assert {k for k, v in outputs.items() if v["delivered"] is False} == {"slack", "discord", "email", "webhook"}
     assert remote.requests == [] and mail.outbox == []

@@ -208,12 +208,13 @@ def test_email_goes_through_the_mailer_with_text_and_html(settings: Any) -> None
     )
     assert out == {"channel": "email", "status": "firing", "delivered": True, "recipients": 2}
     (message,) = mail.outbox
+    assert isinstance(message, mail.EmailMultiAlternatives)
     assert message.subject == "[CommandCenter] [FIRING] Disk full"
     assert message.to == ["oncall@example.test", "lead@example.test"]
     assert message.from_email == "alerts@cc.example.test"
     assert "High workflow failure rate (23%)" in message.body and f"Run: {RUN_URL}" in message.body
     html, mimetype = message.alternatives[0]
-    assert mimetype == "text/html"
+    assert mimetype == "text/html" and isinstance(html, str)
     assert f"href='{RUN_URL}'" in html and "&lt;@everyone&gt; &amp; co" in html
 
 
@@ -228,7 +229,7 @@ def test_the_log_channel_logs_and_keeps_the_old_contract(caplog: pytest.LogCaptu
     with caplog.at_level("INFO", logger="agents.notifier"):
         out = notify({"channel": "log"}, {"message": "Scan of x found 2 issue(s)"})
     assert out == {"channel": "log", "status": "", "delivered": True, "message": "Scan of x found 2 issue(s)"}
-    assert caplog.records[-1].notification == "Scan of x found 2 issue(s)"
+    assert getattr(caplog.records[-1], "notification", None) == "Scan of x found 2 issue(s)"
     with pytest.raises(AgentError, match="non-empty 'message'"):
         notify({"channel": "log"}, {"message": "  "})
 

@@ -59,7 +59,8 @@ def test_resolving_cancels_the_firing_runs_that_wait_for_approval(synced: None, 
     request.refresh_from_db()
     assert firing.status == RunStatus.CANCELLED
     assert firing.error == "alert resolved"
-    assert firing.transitions.last().actor == "alert-webhook"
+    last = firing.transitions.last()
+    assert last is not None and last.actor == "alert-webhook"
     assert request.status == ApprovalRequest.Status.CANCELLED
 
 

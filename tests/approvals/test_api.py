@@ -115,6 +115,7 @@ def test_a_decided_request_gets_409_with_who_and_when(api, gated, second_operato
     assert response.status_code == 409
     body = response.json()
     req.refresh_from_db()
+    assert req.decided_at is not None
     assert body["status"] == "APPROVED" and body["decided_by"] == "otto"
     assert body["decided_at"] == req.decided_at.isoformat()
     assert "already decided by otto at" in body["detail"]

@@ -54,6 +54,7 @@ def test_approval_resumes_the_run_and_downstream_steps_reach_success(synced, ope
     assert req.decision_comment == "looks right"
     assert req.channel == "admin"
     assert req.wait_seconds is not None and req.wait_seconds > 0
+    assert req.decided_at is not None
     assert req.wait_seconds == pytest.approx((req.decided_at - req.requested_at).total_seconds())
     assert row.user == operator and row.decision == "approve" and row.wait_seconds == req.wait_seconds
 
@@ -222,6 +223,7 @@ def test_a_decided_request_says_who_decided_and_when(make_workflow, operator, se
     req.refresh_from_db()
     with pytest.raises(services.AlreadyDecided) as refused:
         reject(req, second_operator)
+    assert req.decided_at is not None
     when = req.decided_at.isoformat(timespec="seconds")
     assert str(refused.value) == f"approval request {req.pk} was already decided by olivia at {when} (approved)"
     assert refused.value.details == {

@@ -36,6 +36,7 @@ def test_an_expired_request_rejects_the_run_by_default(make_workflow):
     run.refresh_from_db()
     assert req.status == ApprovalRequest.Status.EXPIRED
     assert req.decided_by is None and req.channel == "timeout"
+    assert req.decided_at is not None
     assert req.wait_seconds == pytest.approx((req.decided_at - req.requested_at).total_seconds())
     assert run.status == RunStatus.REJECTED
     assert run.error.startswith("approval expired")

@@ -69,6 +69,7 @@ def test_two_operators_approving_at_once_record_one_decision(make_workflow, oper
     assert f"already decided by {winner} at" in str(loser)
     assert ApprovalDecision.objects.filter(request=req).count() == 1
     req.refresh_from_db()
+    assert req.decided_by is not None
     assert req.status == ApprovalRequest.Status.APPROVED and req.decided_by.username == winner
     assert RunTransition.objects.filter(run=run, to_status=RunStatus.RUNNING).count() == 1
     assert finish(run).status == RunStatus.SUCCESS

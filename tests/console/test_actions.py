@@ -51,6 +51,7 @@ def test_a_rerun_is_a_new_run_with_the_same_context_linked_to_the_original(opera
     response = operator_client.post(act(run, "rerun"))
     new = WorkflowRun.objects.get(rerun_of=run)
     assert response["Location"] == page(new)
+    assert new.triggered_by is not None
     assert (new.context, new.trigger, new.triggered_by.username) == ({"note": "again"}, "rerun", "olivia")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission, User
@@ -29,7 +30,7 @@ def url(agent: Agent) -> str:
     return reverse("admin:agents_agent_change", args=[agent.pk])
 
 
-def posted_config(admin_client, agent: Agent, change) -> tuple[object, dict]:
+def posted_config(admin_client, agent: Agent, change) -> tuple[Any, dict]:
     data = change_page_data(admin_client.get(url(agent)))
     config = json.loads(data["config"])
     change(config)

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.conf import settings as django_settings
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from agents.models import AgentRun
 from tests.browser import sign_in as browser_sign_in
@@ -55,6 +55,19 @@ def with_span_ids(run: WorkflowRun) -> list[str]:
     return ids
 
 
+def attribute(locator: Locator, name: str) -> str:
+    value = locator.get_attribute(name)
+    assert value is not None, f"no {name} attribute"
+    return value
+
+
+def left_percent(bar: Locator) -> float:
+    """Where a timeline bar starts, from its inline style."""
+    found = re.search(r"left:([\d.]+)%", attribute(bar, "style"))
+    assert found is not None
+    return float(found.group(1))
+
+
 def test_an_operator_finds_a_failed_run_reads_it_and_retries_it(browser, live_server, synced, run_operator):
     failed = finish(run_of("test-failure", note="browser"))
     assert failed.status == RunStatus.FAILED
@@ -75,7 +88,7 @@ def test_an_operator_finds_a_failed_run_reads_it_and_retries_it(browser, live_se
 
     expect(page.locator("h1")).to_contain_text(f"Run {str(failed.pk)[:8]}")
     # The trace link opens the run's trace in Explore.
-    href = page.locator("a.trace-link").get_attribute("href")
+    href = attribute(page.locator("a.trace-link"), "href")
     panes = json.loads(parse_qs(urlsplit(href).query)["panes"][0])
     (pane,) = panes.values()
     assert pane["queries"][0]["query"] == failed.trace_id
@@ -84,9 +97,7 @@ def test_an_operator_finds_a_failed_run_reads_it_and_retries_it(browser, live_se
     span_links = page.locator("a.span-link")
     expect(span_links).to_have_count(len(span_ids))
     for i, span_id in enumerate(span_ids):
-        (span_pane,) = json.loads(
-            parse_qs(urlsplit(span_links.nth(i).get_attribute("href")).query)["panes"][0]
-        ).values()
+        (span_pane,) = json.loads(parse_qs(urlsplit(attribute(span_links.nth(i), "href")).query)["panes"][0]).values()
         assert (span_pane["queries"][0]["query"], span_pane["panelsState"]["trace"]["spanId"]) == (
             failed.trace_id,
             span_id,
@@ -96,7 +107,7 @@ def test_an_operator_finds_a_failed_run_reads_it_and_retries_it(browser, live_se
     expect(page.locator('.timeline-track[data-step="prepare"] .timeline-bar.attempt.success')).to_have_count(1)
     doomed = page.locator('.timeline-track[data-step="doomed"] .timeline-bar.attempt.failed')
     expect(doomed).to_have_count(3)
-    lefts = [float(re.search(r"left:([\d.]+)%", doomed.nth(i).get_attribute("style")).group(1)) for i in range(3)]
+    lefts = [left_percent(doomed.nth(i)) for i in range(3)]
     assert lefts == sorted(lefts) and lefts[0] < lefts[2]
     page.locator('tr[data-step="doomed"][data-attempt="1"] details.attempt-input summary').click()
     expect(page.locator('tr[data-step="doomed"][data-attempt="1"] details.attempt-input pre')).to_contain_text(

@@ -34,7 +34,9 @@ def test_a_status_count_links_to_the_same_runs_in_the_list(operator_client, make
     make_run(status=RunStatus.SUCCESS)
     make_run(status=RunStatus.SUCCESS, age=timedelta(hours=25))
     body = operator_client.get(HOME).content.decode()
-    href = re.search(r'<li data-status="SUCCESS"><a href="([^"]+)"', body).group(1).replace("&amp;", "&")
+    found = re.search(r'<li data-status="SUCCESS"><a href="([^"]+)"', body)
+    assert found is not None
+    href = found.group(1).replace("&amp;", "&")
     assert parse_qs(urlsplit(href).query)["status__exact"] == ["SUCCESS"]
     listed = operator_client.get(href).context["cl"].result_list
     assert len(listed) == 1

@@ -27,7 +27,8 @@ def grafana(settings: Any) -> None:
     settings.GRAFANA_WORKFLOW_DASHBOARD_UID = "workflow-overview"
 
 
-def explore_pane(url: str) -> dict[str, Any]:
+def explore_pane(url: str | None) -> dict[str, Any]:
+    assert url is not None
     parts = urlsplit(url)
     assert (parts.scheme, parts.netloc, parts.path) == ("https", "grafana.example.test", "/explore")
     query = parse_qs(parts.query, strict_parsing=True)
@@ -84,6 +85,7 @@ def test_datasource_uids_come_from_settings(settings):
 
 def test_the_dashboard_link_filters_to_the_workflow_and_the_runs_time():
     url = links.workflow_dashboard_url("scan-and-notify", START, END)
+    assert url is not None
     parts = urlsplit(url)
     assert (parts.netloc, parts.path) == ("grafana.example.test", "/d/workflow-overview")
     assert parse_qs(parts.query) == {

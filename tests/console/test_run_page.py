@@ -64,7 +64,9 @@ def test_grafana_links_point_at_the_runs_trace_and_each_attempts_span(operator_c
     settings.GRAFANA_URL = "https://grafana.example.test"
     run = make_run()
     body = page(operator_client, run)
-    trace = re.search(r'class="button grafana trace-link" href="([^"]+)"', body).group(1)
+    found = re.search(r'class="button grafana trace-link" href="([^"]+)"', body)
+    assert found is not None
+    trace = found.group(1)
     assert f'"query":"{run.trace_id}"' in unquote(trace.replace("&amp;", "&"))
     spans = re.findall(r'class="span-link" href="([^"]+)"', body)
     assert len(spans) == 2

@@ -76,6 +76,7 @@ def test_trigger_now_starts_a_run_with_the_context(operator_client, workflow):
     response = operator_client.post(trigger_url(workflow), {"context": '{"target": "web-9"}'})
     run = WorkflowRun.objects.get()
     assert response["Location"] == reverse("admin:workflows_workflowrun_change", args=[run.pk])
+    assert run.triggered_by is not None
     assert (run.trigger, run.context, run.triggered_by.username) == ("admin", {"target": "web-9"}, "olivia")
 
 

@@ -52,7 +52,8 @@ def test_the_rule_unit_tests_pass() -> None:
 
 
 def test_every_alert_has_a_unit_test_where_it_fires_and_one_where_it_stays_quiet() -> None:
-    fires, quiet = set(), set()
+    fires: set[str] = set()
+    quiet: set[str] = set()
     for path in RULE_TESTS_DIR.glob("*.yml"):
         for case in load_yaml(path)["tests"]:
             for check in case.get("alert_rule_test", []):

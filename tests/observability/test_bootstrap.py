@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from opentelemetry import trace
+from opentelemetry.metrics._internal.instrument import _ProxyInstrument
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
@@ -72,7 +75,7 @@ def test_no_instrument_name_ends_in_total() -> None:
         metrics.webhook_alerts,
     ]
     # Before a meter provider is set these are the API's proxies, which keep the name privately.
-    names = [getattr(i, "name", None) or i._name for i in instruments]
+    names = [i._name if isinstance(i, _ProxyInstrument) else getattr(i, "name", "") for i in instruments]
     assert len(set(names)) == 9
     assert not [n for n in names if n.endswith((".total", "_total"))]
 
@@ -92,7 +95,12 @@ def test_the_resource_is_hashed_once_and_equals_the_sdks_own(monkeypatch: pytest
     assert resource.attributes["team"] == "ops" and resource.attributes["deployment.environment"] == "staging"
     # The exporters hash the resource of every span, log record and metric they group: no JSON each time.
     calls: list[object] = []
-    monkeypatch.setattr(resources, "dumps", lambda *a, **k: calls.append(a) or json.dumps(*a, **k))
+
+    def dumps(*args: Any, **kwargs: Any) -> str:
+        calls.append(args)
+        return json.dumps(*args, **kwargs)
+
+    monkeypatch.setattr(resources, "dumps", dumps)
     for _ in range(3):
         hash(resource)
     assert calls == []

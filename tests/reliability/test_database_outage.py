@@ -223,7 +223,7 @@ def test_postgres_restart_under_load(cluster: PgCluster, token: str, tmp_path: P
         )
         statuses = run_statuses(cluster, accepted)
         answered_during = [a for a in load.answers if down_at <= a[0] <= up_at]
-        figures = {
+        figures: dict[str, Any] = {
             "load": f"{len(load.answers)} triggers over HTTP (gunicorn, 1 process x 4 threads), 2 workers",
             "faults": f"PostgreSQL stopped (fast) for {outage} s, then started",
             "accepted": len(accepted),

@@ -13,6 +13,7 @@ import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,7 +38,7 @@ RETRY = {"max_attempts": 6, "backoff_seconds": 0.1, "backoff_max_seconds": 0.5, 
 def soak_workflow(tmp_path: Path):  # type: ignore[no-untyped-def]
     sleep = {"slug": "soak-sleep", "type": "sleep"}
     echo = {"slug": "soak-echo", "type": "echo"}
-    nodes = [
+    nodes: list[dict[str, Any]] = [
         {"key": "first", "agent": "soak-sleep", "inputs": {"seconds": "{{ context.a }}"}, "retry": RETRY},
         {"key": "left", "agent": "soak-sleep", "depends_on": ["first"], "inputs": {"seconds": "{{ context.b }}"}},
         {"key": "right", "agent": "soak-sleep", "depends_on": ["first"], "inputs": {"seconds": "{{ context.c }}"}},
@@ -114,6 +115,7 @@ def test_sigkill_soak_loses_nothing_and_recovers_within_the_lease(tmp_path: Path
                 unexplained += 1
                 continue
             killed_at = kills[earlier.worker_id]
+            assert earlier.finished_at is not None
             detections.append((earlier.finished_at - killed_at).total_seconds())
             recoveries.append((later.started_at - killed_at).total_seconds())
     lost_rows = [a for a in attempts if a.status == AgentRun.Status.LOST]

@@ -187,11 +187,12 @@ def test_retry_after_is_honoured(status: int, monkeypatch: pytest.MonkeyPatch, s
 
 
 def test_retry_after_as_an_http_date(monkeypatch: pytest.MonkeyPatch, sleeps: list[float]) -> None:
+    from datetime import timedelta
     from email.utils import format_datetime
 
     from django.utils import timezone
 
-    when = format_datetime(timezone.now() + timezone.timedelta(seconds=5), usegmt=True)
+    when = format_datetime(timezone.now() + timedelta(seconds=5), usegmt=True)
     script = Script(httpx.Response(503, headers={"Retry-After": when}), httpx.Response(200, json={}))
     monkeypatch.setattr(http, "send", script)
     http.request("GET", "https://api.example.test/", retries=1, deadline=time.monotonic() + 30)

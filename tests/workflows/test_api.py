@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -25,6 +26,7 @@ def test_trigger_returns_202_with_the_run_and_links(synced: None, api: ApiClient
     assert body["status"] == "PENDING" and body["workflow"] == "scan-and-notify" and body["trigger"] == "api"
     assert body["links"]["self"].endswith(f"/api/runs/{run.id}")
     assert body["links"]["admin"].endswith(f"/admin/workflows/workflowrun/{run.id}/change/")
+    assert run.triggered_by is not None
     assert run.context == {"target": "db01"} and run.triggered_by.username == "olivia"
 
 
@@ -108,7 +110,7 @@ def test_bad_bodies_get_a_clear_error_and_no_run(
     assert not WorkflowRun.objects.exists()
 
 
-def test_an_oversized_body_gets_413(synced: None, api: ApiClient, settings: object) -> None:
+def test_an_oversized_body_gets_413(synced: None, api: ApiClient, settings: Any) -> None:
     settings.API_MAX_BODY_BYTES = 2048
     response = api.post(TRIGGER, {"context": {"blob": "x" * 5000}})
     assert response.status_code == 413

@@ -467,10 +467,16 @@ def test_a_chain_reads_its_agent_once_a_second_and_sees_changes_after_that(
     lookup = runner.AgentLookup()
     clock = [100.0]
     monkeypatch.setattr(runner.time, "monotonic", lambda: clock[0])
-    assert lookup.get("t-echo").enabled
+
+    def enabled() -> bool:
+        agent = lookup.get("t-echo")
+        assert agent is not None
+        return agent.enabled
+
+    assert enabled()
     Agent.objects.filter(slug="t-echo").update(enabled=False)
     clock[0] += 0.5
-    assert lookup.get("t-echo").enabled  # the row read half a second ago
+    assert enabled()  # the row read half a second ago
     clock[0] += 0.6
-    assert not lookup.get("t-echo").enabled  # a second old: read again
+    assert not enabled()  # a second old: read again
     assert lookup.get("no-such-agent") is None

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -69,7 +70,7 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def test_two_workers_race_for_steps_and_each_runs_once_per_attempt(tmp_path: Path, start_worker: Callable) -> None:
-    nodes = [{"key": "root", "agent": "p-echo"}]
+    nodes: list[dict[str, Any]] = [{"key": "root", "agent": "p-echo"}]
     nodes += [
         {"key": f"b{i}", "agent": "p-sleep", "depends_on": ["root"], "inputs": {"seconds": 0.2}} for i in range(8)
     ]
@@ -111,7 +112,11 @@ def test_two_workers_race_for_steps_and_each_runs_once_per_attempt(tmp_path: Pat
     for run in runs:
         rows = list(AgentRun.objects.filter(run=run, step__key__startswith="b"))
         overlaps += any(
-            a.worker_id != b.worker_id and a.started_at < b.finished_at and b.started_at < a.finished_at
+            a.worker_id != b.worker_id
+            and a.finished_at is not None
+            and b.finished_at is not None
+            and a.started_at < b.finished_at
+            and b.started_at < a.finished_at
             for a in rows
             for b in rows
         )
