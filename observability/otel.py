@@ -31,7 +31,6 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from functools import cache
 from importlib import metadata
 from types import FrameType
 from typing import Any
@@ -152,19 +151,12 @@ def build_resource() -> Any:
     )
     # Resource.create lets its arguments override OTEL_RESOURCE_ATTRIBUTES; here the environment decides.
     merged = defaults.merge(OTELResourceDetector().detect())
-    return _hash_once(Resource)(merged.attributes, merged.schema_url)
 
+    class HashedOnce(Resource):
+        """Hashed once instead of on every call: the OTLP exporters group every span, log record and metric by
+        its resource, and ``Resource.__hash__`` serialises all the attributes to JSON each time (measured under
+        load on the trigger endpoint: a tenth of what telemetry cost the web tier). A resource never changes."""
 
-@cache
-def _hash_once(resource_class: type) -> type:
-    """A Resource whose hash is computed once instead of on every call.
-
-    The OTLP exporters group every span, log record and metric by its resource, and the SDK's
-    ``Resource.__hash__`` serialises all the attributes to JSON each time: measured under load on the trigger
-    endpoint, that was a tenth of what telemetry cost the web tier. A resource never changes after it is made.
-    """
-
-    class HashedOnce(resource_class):  # type: ignore[misc,valid-type]
         def __init__(self, attributes: Any, schema_url: str | None = None) -> None:
             super().__init__(attributes, schema_url)
             self._hash = super().__hash__()
@@ -172,7 +164,7 @@ def _hash_once(resource_class: type) -> type:
         def __hash__(self) -> int:
             return self._hash
 
-    return HashedOnce
+    return HashedOnce(merged.attributes, merged.schema_url)
 
 
 def bootstrap(role: str = "") -> bool:

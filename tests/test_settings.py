@@ -48,17 +48,28 @@ def test_secrets_can_come_from_files(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert env.envsecret("X_SECRET") == "from-a-file"
 
 
-def test_production_without_a_secret_key_refuses_to_start() -> None:
-    result = subprocess.run(
+def start_django(**env: str) -> subprocess.CompletedProcess[str]:
+    """Loads the settings in a fresh interpreter with only ``env`` (and PATH) in the environment."""
+    return subprocess.run(
         [
             sys.executable,
             "-c",
             "import django, os; os.environ['DJANGO_SETTINGS_MODULE']='config.settings'; django.setup()",
         ],
         cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "DEBUG": "false"},
+        env={"PATH": "/usr/bin:/bin", **env},
         capture_output=True,
         text=True,
     )
+
+
+def test_production_without_a_secret_key_refuses_to_start() -> None:
+    result = start_django(DEBUG="false")
     assert result.returncode != 0
     assert "SECRET_KEY is required when DEBUG is off" in result.stderr
+
+
+def test_a_negative_retention_stops_the_process_with_the_variable_named() -> None:
+    result = start_django(DEBUG="true", RUN_RETENTION_DAYS="-1")
+    assert result.returncode != 0
+    assert "RUN_RETENTION_DAYS=-1 is below the minimum of 0" in result.stderr

@@ -384,10 +384,15 @@ def _finish_attempt(
         now = timezone.now()
         # Each outcome is written by one conditional UPDATE that matches only while this worker still holds
         # this attempt: a cancelled, failed-elsewhere or reaped step is left alone.
-        mine = RunStep.objects.filter(id=step.id, status=StepStatus.RUNNING, worker_id=worker, attempts=attempt.attempt)
+        mine: dict[str, Any] = {
+            "id": step.id,
+            "status": StepStatus.RUNNING,
+            "worker_id": worker,
+            "attempts": attempt.attempt,
+        }
         released = {"lease_expires_at": None, "worker_id": ""}
         if outcome.status == RELEASED:
-            owned = mine.update(
+            owned = RunStep.objects.filter(**mine).update(
                 status=StepStatus.READY,
                 attempt_offset=F("attempt_offset") + 1,
                 ready_at=now,
@@ -397,10 +402,10 @@ def _finish_attempt(
             if owned:
                 enqueue_with_transaction(step.id)
         elif outcome.status == AgentRun.Status.SUCCESS:
-            # The same conditional UPDATE as ``mine``, written directly: this runs once for every step.
+            # Written directly rather than through the ORM: this runs once for every step (workflows/sql.py).
             owned = sql.update(
                 RunStep,
-                {"id": step.id, "status": StepStatus.RUNNING, "worker_id": worker, "attempts": attempt.attempt},
+                mine,
                 status=StepStatus.SUCCESS,
                 output=outcome.output,
                 error="",
@@ -409,7 +414,14 @@ def _finish_attempt(
             )
         else:
             owned = handle_failure(
-                run, step, node, outcome.error_type, outcome.error_message, outcome.permanent, now, guard=mine
+                run,
+                step,
+                node,
+                outcome.error_type,
+                outcome.error_message,
+                outcome.permanent,
+                now,
+                guard=RunStep.objects.filter(**mine),
             )
         if not owned:
             current = RunStep.objects.filter(id=step.id).values_list("status", flat=True).first()

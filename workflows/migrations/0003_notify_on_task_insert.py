@@ -11,8 +11,8 @@ from typing import Any
 
 from django.db import migrations
 
-from workflows.wakeup import NOTIFY_CHANNEL
-
+# workflows.wakeup.NOTIFY_CHANNEL when this migration was written; a migration keeps its own copy.
+NOTIFY_CHANNEL = "commandcenter_tasks"
 TABLE = "django_tasks_database_dbtaskresult"
 
 CREATE = f"""
