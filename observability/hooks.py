@@ -14,6 +14,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -94,7 +95,7 @@ def run_transitioned(run: WorkflowRun, previous: str, target: str) -> None:
 
 @_safe
 def _run_finished(run: WorkflowRun) -> None:
-    span = tracing.emit_workflow_span(run)
+    span = tracing.emit_workflow_span(run, error_type=_failure_type(run) if run.status == "FAILED" else "")
     start = run.started_at or run.created_at
     end = run.finished_at or timezone.now()
     metrics.record_run_finished(
@@ -104,6 +105,19 @@ def _run_finished(run: WorkflowRun) -> None:
         duration=(end - start).total_seconds(),
         context=tracing.span_context_of(span),
     )
+
+
+def _failure_type(run: WorkflowRun) -> str:
+    """The error type of the last failed attempt of the run's failed step; "" when no step failed it."""
+    from agents.models import AgentRun
+
+    attempt = (
+        AgentRun.objects.filter(run_id=run.id, step__status="FAILED", status__in=_FAILED_ATTEMPT)
+        .order_by(F("finished_at").desc(nulls_last=True), "-id")
+        .values_list("error_type", flat=True)
+        .first()
+    )
+    return attempt or ""
 
 
 def attempt_scope(

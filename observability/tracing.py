@@ -188,8 +188,12 @@ def _workflow_attributes(run: WorkflowRun) -> dict[str, Any]:
     }
 
 
-def emit_workflow_span(run: WorkflowRun) -> Any:
-    """Emits workflow.execute for a run that just reached a terminal status; returns the span."""
+def emit_workflow_span(run: WorkflowRun, *, error_type: str = "") -> Any:
+    """Emits workflow.execute for a run that just reached a terminal status; returns the span.
+
+    A FAILED run's span gets ERROR status and an ``exception`` event: the type is ``error_type`` (that of the
+    attempt that failed the run) or ``RunFailed`` when no attempt did, the message is the run's error.
+    """
     if not otel.is_enabled():
         return None
     carrier = run.trace_context or {}
@@ -213,14 +217,19 @@ def emit_workflow_span(run: WorkflowRun) -> Any:
         preset = preset_ids(span_id=span_id, trace_id=trace_id)
     opened = carrier.get("opened_at")
     start = datetime.fromisoformat(opened) if opened else (run.started_at or run.created_at)
-    end = run.finished_at or start
+    end_ns = max(_ns(run.finished_at or start), _ns(start))
     with preset:
         span = tracer.start_span(
             "workflow.execute", context=ctx, attributes=_workflow_attributes(run), start_time=_ns(start)
         )
     if run.status in _FAILED_RUN:
+        span.add_event(
+            "exception",
+            {"exception.type": error_type or "RunFailed", "exception.message": (run.error or "")[:2000]},
+            timestamp=end_ns,
+        )
         span.set_status(Status(StatusCode.ERROR, (run.error or "")[:500] or None))
-    span.end(end_time=max(_ns(end), _ns(start)))
+    span.end(end_time=end_ns)
     return span
 
 
