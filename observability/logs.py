@@ -12,7 +12,22 @@ from opentelemetry import trace
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
+def _encodable(value: Any) -> Any:
+    """``value`` if strict JSON can hold it (after ``str`` of unknown types), else its ``repr``."""
+    try:
+        json.dumps(value, default=str, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        return repr(value)
+    return value
+
+
 class JsonFormatter(logging.Formatter):
+    """Every record is one line of strict JSON (no NaN or Infinity, which Loki and most readers refuse).
+
+    Values JSON has no type for become strings; a value it cannot hold at all (NaN, a mapping with tuple
+    keys, a cycle) is written as its ``repr`` rather than losing the record.
+    """
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
@@ -29,4 +44,9 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        try:
+            return json.dumps(entry, default=str, allow_nan=False)
+        except (TypeError, ValueError, RecursionError):
+            return json.dumps({key: _encodable(value) for key, value in entry.items()}, default=str)
