@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,14 +101,16 @@ class Service:
 TERMINAL = {"SUCCESS", "FAILED", "CANCELLED", "REJECTED"}
 
 
-@pytest.fixture(scope="module")
-def service(receiver: Receiver, committed: Tokens) -> Iterator[Service]:
+@contextmanager
+def running_service(receiver: Receiver, **extra: str) -> Iterator[Service]:
+    """runserver and a worker exporting to ``receiver``, with ``extra`` added to their environment."""
     env = service_env(
         OTEL_EXPORTER_OTLP_ENDPOINT=receiver.http_endpoint,
         OTEL_METRIC_EXPORT_INTERVAL="300",
         OTEL_BSP_SCHEDULE_DELAY="100",
         OTEL_BLRP_SCHEDULE_DELAY="100",
         WEBHOOK_TOKEN=WEBHOOK_TOKEN,
+        **extra,
     )
     port = free_port()
     web = start_runserver(port, env)
@@ -120,3 +123,9 @@ def service(receiver: Receiver, committed: Tokens) -> Iterator[Service]:
         running.stop()
         for proc in failed:
             print(proc.name, proc.output()[-4000:])
+
+
+@pytest.fixture(scope="module")
+def service(receiver: Receiver, committed: Tokens) -> Iterator[Service]:
+    with running_service(receiver) as running:
+        yield running
