@@ -4,9 +4,9 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest
-from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from ninja import Field, Header, Router, Schema, Status
+from ninja.errors import HttpError
 from ninja.pagination import paginate
 from pydantic import model_validator
 
@@ -161,6 +161,21 @@ def run_links(run: WorkflowRun) -> dict[str, str]:
     }
 
 
+def workflow_or_404(slug: str) -> Workflow:
+    # No slug holds a NUL character, and PostgreSQL refuses to compare text with one.
+    found = None if "\x00" in slug else Workflow.objects.filter(slug=slug).first()
+    if found is None:
+        raise HttpError(404, f"workflow {slug!r} not found")
+    return found
+
+
+def run_or_404(run_id: uuid.UUID) -> WorkflowRun:
+    found = WorkflowRun.objects.filter(id=run_id).first()
+    if found is None:
+        raise HttpError(404, f"run {run_id} not found")
+    return found
+
+
 def _actor(request: HttpRequest) -> str:
     return getattr(request.user, "username", "") or "api"
 
@@ -177,7 +192,7 @@ def trigger(
     idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=200),
 ) -> Status:
     require_scope(request, "trigger")
-    workflow = get_object_or_404(Workflow, slug=slug)
+    workflow = workflow_or_404(slug)
     token = getattr(request, "api_token", None)
     run, _ = services.trigger_workflow(
         workflow,
@@ -207,7 +222,7 @@ def list_runs(request: HttpRequest, status: RunStatus | None = None, workflow: s
 )
 def get_run(request: HttpRequest, run_id: uuid.UUID) -> WorkflowRun:
     require_scope(request, "read")
-    return get_object_or_404(WorkflowRun, id=run_id)
+    return run_or_404(run_id)
 
 
 @router.post(
@@ -215,7 +230,7 @@ def get_run(request: HttpRequest, run_id: uuid.UUID) -> WorkflowRun:
 )
 def cancel_run(request: HttpRequest, run_id: uuid.UUID) -> WorkflowRun:
     require_scope(request, "trigger")
-    run = get_object_or_404(WorkflowRun, id=run_id)
+    run = run_or_404(run_id)
     runner.cancel_run(run, reason=f"cancelled by {_actor(request)} via api", actor=_actor(request))
     return run
 
@@ -227,7 +242,7 @@ def cancel_run(request: HttpRequest, run_id: uuid.UUID) -> WorkflowRun:
 )
 def retry_run(request: HttpRequest, run_id: uuid.UUID) -> WorkflowRun:
     require_scope(request, "trigger")
-    run = get_object_or_404(WorkflowRun, id=run_id)
+    run = run_or_404(run_id)
     runner.retry_run(run, actor=_actor(request))
     return run
 
@@ -245,4 +260,4 @@ def list_workflows(request: HttpRequest) -> Any:
 )
 def get_workflow(request: HttpRequest, slug: str) -> Workflow:
     require_scope(request, "read")
-    return get_object_or_404(Workflow, slug=slug)
+    return workflow_or_404(slug)

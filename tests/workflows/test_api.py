@@ -118,8 +118,17 @@ def test_an_oversized_body_gets_413(synced: None, api: ApiClient, settings: Any)
     assert not WorkflowRun.objects.exists()
 
 
-def test_an_unknown_workflow_is_404(synced: None, api: ApiClient) -> None:
-    assert api.post("/api/workflows/nope/trigger", {"context": {}}).status_code == 404
+def test_an_unknown_workflow_is_404_naming_it(synced: None, api: ApiClient) -> None:
+    response = api.post("/api/workflows/nope/trigger", {"context": {}})
+    assert response.status_code == 404
+    assert response.json() == {"detail": "workflow 'nope' not found"}
+    response = api.get("/api/workflows/nope")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "workflow 'nope' not found"}
+    # A NUL cannot be in a slug, and PostgreSQL would refuse to compare one: still a plain 404.
+    response = api.get("/api/workflows/a%00b")
+    assert response.status_code == 404
+    assert response.json()["detail"] == "workflow 'a\\x00b' not found"
 
 
 def test_a_disabled_workflow_is_409(synced: None, api: ApiClient) -> None:
@@ -192,7 +201,14 @@ def test_runs_are_listed_newest_first_filtered_and_paginated(synced: None, api: 
 
 
 def test_unknown_and_malformed_run_ids(synced: None, api: ApiClient) -> None:
-    assert api.get(f"/api/runs/{uuid.uuid4()}").status_code == 404
+    missing = uuid.uuid4()
+    for response in (
+        api.get(f"/api/runs/{missing}"),
+        api.post(f"/api/runs/{missing}/cancel"),
+        api.post(f"/api/runs/{missing}/retry"),
+    ):
+        assert response.status_code == 404
+        assert response.json() == {"detail": f"run {missing} not found"}
     assert api.get("/api/runs/not-a-uuid").status_code == 422
 
 
@@ -224,7 +240,7 @@ def test_workflows_are_listed_and_described(synced: None, api: ApiClient) -> Non
         ("notify-slack", "alert-slack", ["summarise"]),
         ("notify-webhook", "alert-webhook", ["summarise"]),
     ]
-    assert api.get("/api/workflows/nope").status_code == 404
+    assert api.get("/api/workflows/nope").json() == {"detail": "workflow 'nope' not found"}
 
 
 def test_the_openapi_schema_is_served(synced: None, api: ApiClient) -> None:
