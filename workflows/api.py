@@ -5,12 +5,13 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest
 from django.urls import reverse
-from ninja import Field, Header, Router, Schema, Status
+from ninja import Body, Field, Header, Router, Schema, Status
 from ninja.errors import HttpError
 from ninja.pagination import paginate
-from pydantic import model_validator
+from pydantic import ConfigDict, ValidationInfo, field_validator, model_validator
 
 from config.api import ErrorOut, Pagination, require_scope, with_errors
+from config.jsonsafe import unstorable
 from workflows import runner, services
 from workflows.models import RunStatus, TriggerSource, Workflow, WorkflowRun
 
@@ -18,8 +19,16 @@ router = Router(tags=["workflows"])
 
 
 class TriggerIn(Schema):
-    context: dict[str, Any] | None = Field(None, description="The run's context, an object.")
-    contextJson: dict[str, Any] | None = Field(None, description="Alias of context, as older clients send it.")
+    """The trigger body: ``{"context": {...}}`` or ``{"contextJson": {...}}``; ``{}`` means an empty context.
+
+    Unknown fields are refused rather than ignored, so a misspelt ``ctx`` does not start a run without the
+    context its sender meant; so are values a context cannot hold: NaN, Infinity and NUL characters.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    context: dict[str, Any] = Field(default_factory=dict, description="The run's context, an object.")
+    contextJson: dict[str, Any] = Field(default_factory=dict, description="Alias of context, as older clients send it.")
 
     @model_validator(mode="before")
     @classmethod
@@ -30,14 +39,22 @@ class TriggerIn(Schema):
             raise ValueError("the request body must be a JSON object with 'context' (or 'contextJson')")
         return data
 
+    @field_validator("context", "contextJson")
+    @classmethod
+    def storable(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        problem = unstorable(value, str(info.field_name))
+        if problem:
+            raise ValueError(problem)
+        return value
+
     @model_validator(mode="after")
     def one_context(self) -> "TriggerIn":
-        if self.context is not None and self.contextJson is not None:
+        if {"context", "contextJson"} <= self.model_fields_set:
             raise ValueError("send either context or contextJson, not both")
         return self
 
     def value(self) -> dict[str, Any]:
-        return self.context if self.context is not None else (self.contextJson or {})
+        return self.contextJson if "contextJson" in self.model_fields_set else self.context
 
 
 class Links(Schema):
@@ -180,6 +197,9 @@ def _actor(request: HttpRequest) -> str:
     return getattr(request.user, "username", "") or "api"
 
 
+_TRIGGER_BODY = Body(None, description="Omit the body, or send {}, for an empty context.")
+
+
 @router.post(
     "/workflows/{slug}/trigger",
     response=with_errors({202: RunOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut}),
@@ -188,9 +208,10 @@ def _actor(request: HttpRequest) -> str:
 def trigger(
     request: HttpRequest,
     slug: str,
-    payload: TriggerIn | None = None,
+    payload: TriggerIn = _TRIGGER_BODY,
     idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=200),
 ) -> Status:
+    # payload is None only when there is no body at all; a JSON null body is refused by TriggerIn.
     require_scope(request, "trigger")
     workflow = workflow_or_404(slug)
     token = getattr(request, "api_token", None)

@@ -36,8 +36,9 @@ def test_context_json_is_accepted_as_in_older_clients(synced: None, api: ApiClie
     assert WorkflowRun.objects.get(id=response.json()["id"]).context == {"target": "web02"}
 
 
-def test_an_empty_body_starts_a_run_with_an_empty_context(synced: None, api: ApiClient) -> None:
-    response = api.post(TRIGGER, raw=b"")
+@pytest.mark.parametrize("body", [b"", b"{}"], ids=["no-body", "empty-object"])
+def test_an_empty_body_starts_a_run_with_an_empty_context(synced: None, api: ApiClient, body: bytes) -> None:
+    response = api.post(TRIGGER, raw=body)
     assert response.status_code == 202
     assert WorkflowRun.objects.get(id=response.json()["id"]).context == {}
 
@@ -107,6 +108,55 @@ def test_bad_bodies_get_a_clear_error_and_no_run(
     response = api.post(TRIGGER, raw=body)
     assert response.status_code == status, response.content
     assert detail in json.dumps(response.json())
+    assert not WorkflowRun.objects.exists()
+
+
+def errors(response: Any) -> list[tuple[list[Any], str]]:
+    """(location, message) of each validation error in a 422 answer."""
+    return [(e["loc"], e["msg"]) for e in response.json()["detail"]]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        (b'{"context": {"a": NaN}}', "context", "context.a: non-finite number (NaN) not allowed"),
+        (b'{"context": {"a": Infinity}}', "context", "context.a: non-finite number (Infinity) not allowed"),
+        (b'{"context": {"a": {"b": [1, -Infinity]}}}', "context", "context.a.b[1]: non-finite number (-Infinity)"),
+        (b'{"context": {"a": "x\\u0000y"}}', "context", "context.a: NUL character not allowed"),
+        (b'{"context": {"x\\u0000y": 1}}', "context", 'context: NUL character not allowed in key "x\\u0000y"'),
+        (b'{"context": {"ok": 1, "a b": ["\\u0000"]}}', "context", 'context["a b"][0]: NUL character not allowed'),
+        (b'{"contextJson": {"a": NaN}}', "contextJson", "contextJson.a: non-finite number (NaN) not allowed"),
+    ],
+    ids=["nan", "infinity", "nested-minus-infinity", "nul-in-value", "nul-in-key", "nul-in-list", "context-json"],
+)
+def test_json_postgresql_cannot_store_is_422_naming_where(
+    synced: None, api: ApiClient, body: bytes, field: str, message: str
+) -> None:
+    response = api.post(TRIGGER, raw=body)
+    assert response.status_code == 422, response.content
+    [(loc, msg)] = errors(response)
+    assert loc == ["body", "payload", field] and message in msg
+    assert not WorkflowRun.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "loc", "message"),
+    [
+        (b'{"context": null}', ["body", "payload", "context"], "valid dictionary"),
+        (b'{"contextJson": null}', ["body", "payload", "contextJson"], "valid dictionary"),
+        (b'{"ctx": {"target": "db01"}}', ["body", "payload", "ctx"], "Extra inputs are not permitted"),
+        (b'{"context": {}, "target": "db01"}', ["body", "payload", "target"], "Extra inputs are not permitted"),
+        (b"null", ["body", "payload"], "must be a JSON object with 'context'"),
+    ],
+    ids=["null-context", "null-context-json", "misspelt-field", "extra-field", "null-body"],
+)
+def test_a_null_context_or_an_unknown_field_is_422_naming_it(
+    synced: None, api: ApiClient, body: bytes, loc: list[str], message: str
+) -> None:
+    response = api.post(TRIGGER, raw=body)
+    assert response.status_code == 422, response.content
+    [(where, msg)] = errors(response)
+    assert where == loc and message in msg
     assert not WorkflowRun.objects.exists()
 
 

@@ -1,0 +1,53 @@
+"""Input that is valid JSON (or a valid Python string) but that PostgreSQL refuses to store.
+
+``jsonb`` has no NaN or Infinity, and neither ``jsonb`` nor ``text`` can hold the NUL character (U+0000).
+Python's JSON parser accepts all three, so without a check they reach the database and fail there as a 500.
+Inputs from outside are checked with ``unstorable`` where they are read, so the refusal names what and where.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+def _child(path: str, key: str) -> str:
+    return f"{path}.{key}" if _PLAIN_KEY.match(key) else f"{path}[{json.dumps(key)}]"
+
+
+def _number(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+def unstorable(value: Any, where: str) -> str | None:
+    """The first part of ``value`` PostgreSQL cannot store, as "<where>.<path>: <problem>", or None.
+
+    ``value`` is what a JSON parser returns (dicts, lists, strings, numbers, booleans, None) or a plain
+    string; ``where`` names it for the reader, e.g. "context" or "comment".
+    """
+    todo: list[tuple[str, Any]] = [(where, value)]
+    while todo:
+        path, item = todo.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return f"{path}: NUL character not allowed"
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return f"{path}: non-finite number ({_number(item)}) not allowed"
+        elif isinstance(item, dict):
+            children = []
+            for key, child in item.items():
+                key = str(key)
+                if "\x00" in key:
+                    return f"{path}: NUL character not allowed in key {json.dumps(key)}"
+                children.append((_child(path, key), child))
+            todo.extend(reversed(children))  # depth first, in document order
+        elif isinstance(item, list | tuple):
+            todo.extend(reversed([(f"{path}[{i}]", child) for i, child in enumerate(item)]))
+    return None
