@@ -18,6 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from approvals.models import ApprovalDecision, ApprovalRequest
+from config.jsonsafe import unstorable
 from workflows import events, runner
 from workflows.models import RunStep, StepStatus, WorkflowRun
 from workflows.templating import TemplateError, render_inputs
@@ -41,6 +42,12 @@ class ApprovalError(Exception):
 
 
 class ReasonRequired(ApprovalError):
+    status_code = 422
+
+
+class InvalidComment(ApprovalError):
+    """A comment that cannot be recorded as sent (it holds a NUL character)."""
+
     status_code = 422
 
 
@@ -173,8 +180,9 @@ def decide(
 
     A reject is decisive at once; approvals count toward the gate's quorum (one per user). On the
     decisive approval the step is released (queued after commit) and the run resumes; on a reject the
-    run is REJECTED and its remaining steps are cancelled. Raises ReasonRequired, NotPermitted or
-    AlreadyDecided (with who decided and when) without any effect.
+    run is REJECTED and its remaining steps are cancelled. Raises NotPermitted, AlreadyDecided (with who
+    decided and when), ReasonRequired or InvalidComment without any effect, checked in that order: who may
+    decide and whether there is anything left to decide come before what the decision says.
     """
     if decision not in ApprovalDecision.Decision.values:
         raise ValueError(f"decision must be approve or reject, not {decision!r}")
@@ -182,9 +190,6 @@ def decide(
         raise ValueError(f"channel must be admin or api, not {channel!r}")
     comment = (comment or "").strip()
     request_id = request_obj_or_id.pk if isinstance(request_obj_or_id, ApprovalRequest) else int(request_obj_or_id)
-    if decision == ApprovalDecision.Decision.REJECT and not comment:
-        _refused(request_id, acting_user, decision, channel, "a reason is required to reject")
-        raise ReasonRequired("a reason is required to reject (send it as the comment)")
     expired: ApprovalRequest | None = None
     with transaction.atomic(durable=True):
         # The run is locked before the request, as the runner does, so the two cannot deadlock.
@@ -204,7 +209,7 @@ def decide(
             raise _closed_error(request)
         if request.expires_at is not None and request.expires_at <= now:
             # Past its expiry but not yet swept by maintenance: apply the timeout now, then refuse.
-            _expire(run, request, now)
+            _expire(run, [request], now)
             expired = request
         else:
             if (
@@ -227,6 +232,13 @@ def decide(
                 )
                 _refused(request_id, acting_user, decision, channel, message)
                 raise AlreadyDecided(message, status=request.status, decided_by=_username(acting_user))
+            if decision == ApprovalDecision.Decision.REJECT and not comment:
+                _refused(request_id, acting_user, decision, channel, "a reason is required to reject")
+                raise ReasonRequired("a reason is required to reject (send it as the comment)")
+            problem = unstorable(comment, "comment")
+            if problem:
+                _refused(request_id, acting_user, decision, channel, problem)
+                raise InvalidComment(problem)
             return _record(run, request, acting_user, decision, comment, channel, now)
     assert expired is not None
     _refused(request_id, acting_user, decision, channel, "expired")
@@ -313,32 +325,68 @@ def _refused(request_id: int, user: Any, decision: str, channel: str, reason: st
 # --- Expiry ------------------------------------------------------------------------------------------------
 
 
-def _expire(run: WorkflowRun, request: ApprovalRequest, now: datetime) -> None:
-    """Applies the gate's timeout action. Caller holds the run and request locks."""
-    action = request.timeout_action
-    comment = f"no decision by {_fmt(request.expires_at)}; timeout action: {action}"
-    request.close(ApprovalRequest.Status.EXPIRED, at=now, comment=comment, channel="timeout")
-    step = RunStep.objects.select_for_update().get(id=request.step_id)
-    if action == "approve":
-        runner.release_gate(run, step, now)
+def _expire(
+    run: WorkflowRun, requests: list[ApprovalRequest], now: datetime, *, reason: str = "", actor: str = "timeout"
+) -> None:
+    """Closes the requests as EXPIRED and applies their gates' timeout actions: any "reject" (the default)
+    rejects the run, else every gated step is released. Caller holds the run and request locks.
+
+    Without ``reason`` the requests' time ran out; with it they end early because what they were about is
+    over ("alert resolved"). Either way the outcome is recorded, announced and logged like a timeout.
+    """
+    for request in requests:
+        why = reason or f"no decision by {_fmt(request.expires_at)}"
+        comment = f"{why}; timeout action: {request.timeout_action}"
+        request.close(ApprovalRequest.Status.EXPIRED, at=now, comment=comment, channel="timeout")
+    rejecting = [request for request in requests if request.timeout_action != "approve"]
+    if rejecting:
+        named = " and ".join(f"'{request.node_key}'" for request in rejecting)
+        steps = f"step {named}" if len(rejecting) == 1 else f"steps {named}"
+        if reason:
+            runner.reject_run(run, f"{reason}: the approval of {steps} expired undecided", actor, now)
+        else:
+            verb = "was" if len(rejecting) == 1 else "were"
+            runner.reject_run(run, f"{EXPIRED_REASON}: {steps} {verb} not decided in time", actor, now)
     else:
-        runner.reject_run(run, f"{EXPIRED_REASON}: step '{step.key}' was not decided in time", "timeout", now)
-    _announce(request, "expired", "")
-    logger.info(
-        "approval of step %s in run %s expired (%s)",
-        request.node_key,
-        run.id,
-        action,
-        extra={
-            "event": "approval.expired",
-            "approval_id": request.pk,
-            "run_id": str(run.id),
-            "workflow": run.workflow_slug,
-            "step": request.node_key,
-            "timeout_action": action,
-            "wait_seconds": request.wait_seconds,
-        },
-    )
+        for step in RunStep.objects.select_for_update().filter(id__in=[r.step_id for r in requests]).order_by("id"):
+            runner.release_gate(run, step, now)
+    for request in requests:
+        _announce(request, "expired", "")
+        logger.info(
+            "approval of step %s in run %s expired (%s)%s",
+            request.node_key,
+            run.id,
+            request.timeout_action,
+            f": {reason}" if reason else "",
+            extra={
+                "event": "approval.expired",
+                "approval_id": request.pk,
+                "run_id": str(run.id),
+                "workflow": run.workflow_slug,
+                "step": request.node_key,
+                "timeout_action": request.timeout_action,
+                "reason": reason or "timeout",
+                "wait_seconds": request.wait_seconds,
+            },
+        )
+
+
+def expire_open_requests(run: WorkflowRun, *, reason: str, actor: str) -> int:
+    """Expires the run's pending requests now, because what they were about is over (``reason``); the gates'
+    timeout actions then apply as when their time runs out. Returns how many expired.
+
+    Locks the run, then its requests (the runner's order); a run that is no longer waiting is left alone.
+    """
+    with transaction.atomic():
+        locked = WorkflowRun.objects.select_for_update().get(id=run.id)
+        pending = list(
+            ApprovalRequest.objects.select_for_update()
+            .filter(run=locked, status=ApprovalRequest.Status.PENDING)
+            .order_by("id")
+        )
+        if pending:
+            _expire(locked, pending, timezone.now(), reason=reason, actor=actor)
+    return len(pending)
 
 
 def expire_requests(limit: int = 100) -> int:
@@ -363,7 +411,7 @@ def expire_requests(limit: int = 100) -> int:
             request = ApprovalRequest.objects.select_for_update().get(id=request_id)
             if not request.is_open or request.expires_at is None or request.expires_at > now:
                 continue
-            _expire(run, request, now)
+            _expire(run, [request], now)
             expired += 1
     return expired
 

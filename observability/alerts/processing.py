@@ -25,7 +25,7 @@ from observability.alerts import mapping
 from observability.alerts.auth import SIGNATURE_HEADERS
 from observability.alerts.payload import Alert, Notification, PayloadError, parse
 from observability.models import AlertDelivery, AlertEvent
-from workflows.models import RunStatus, TriggerSource, Workflow, WorkflowRun
+from workflows.models import TriggerSource, Workflow, WorkflowRun
 
 logger = logging.getLogger("observability.alerts")
 
@@ -249,20 +249,20 @@ def _link_resolutions(resolved: list[AlertEvent]) -> list[WorkflowRun]:
 
 
 def _expire_approvals(runs: list[WorkflowRun]) -> None:
-    """Runs of the firing alert that still wait for an approval end: the alert they were about is over."""
-    from approvals.models import ApprovalRequest
-    from workflows.models import InvalidTransition
-    from workflows.runner import cancel_run
+    """Pending approvals in the firing alert's runs expire ("alert resolved"): the alert they were about is
+    over. Each gate's timeout action then applies to its run, as when its time runs out (reject by default)."""
+    from approvals.services import expire_open_requests
 
     for run in runs:
-        waiting = ApprovalRequest.objects.filter(run=run, status=ApprovalRequest.Status.PENDING).exists()
-        if not waiting or run.status != RunStatus.WAITING_APPROVAL:
-            continue
-        try:
-            cancel_run(run, reason=RESOLVED_REASON, actor=ACTOR)
-        except InvalidTransition:
-            continue  # it ended in the meantime
-        logger.info("run %s cancelled: %s", run.id, RESOLVED_REASON, extra={"event": "alert.resolved_cancel"})
+        expired = expire_open_requests(run, reason=RESOLVED_REASON, actor=ACTOR)
+        if expired:
+            logger.info(
+                "%s pending approval(s) of run %s expired: %s",
+                expired,
+                run.id,
+                RESOLVED_REASON,
+                extra={"event": "alert.resolved_expired", "run_id": str(run.id), "approvals": expired},
+            )
 
 
 def replay(delivery: AlertDelivery) -> Result:
