@@ -17,6 +17,8 @@ from urllib.parse import urlparse
 import httpx
 from django.conf import settings
 
+from config.env import PrivateAllowlist
+
 
 class TransportError(Exception):
     """An outgoing request failed. ``permanent`` means retrying the same request cannot succeed."""
@@ -33,29 +35,67 @@ PINNED_ADDRESSES = "commandcenter.pinned_addresses"
 RETRY_AFTER_MAX_SECONDS = 60.0
 
 
+# Link-local neighbours and cloud metadata services (169.254.169.254, AWS's fd00:ec2::254), and "this host"
+# (0.0.0.0/8, ::). An address in one of these opens only through an allowlisted network that lies inside the
+# same range, never through a host name or a wider network that happens to contain it: fd00::/8, a common
+# choice for internal IPv6, contains fd00:ec2::254.
+_GUARDED_RANGES: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = tuple(
+    ipaddress.ip_network(n) for n in ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "0.0.0.0/8", "::/128")
+)
+
+
+def _permitted(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address, host: str, allowlist: PrivateAllowlist
+) -> str | None:
+    """None when a request may go to ``address`` (resolved from ``host``); else why not."""
+    guarded = next((r for r in _GUARDED_RANGES if r.version == address.version and address in r), None)
+    if guarded is None and address.is_global:
+        return None
+    for network in allowlist.networks:
+        if network.version != address.version or address not in network:
+            continue
+        if guarded is None or network.subnet_of(guarded):  # type: ignore[arg-type]  # same version, checked above
+            return None
+    if guarded is None:
+        if host in allowlist.hosts:
+            return None
+        return f"the non-public address {address}, which HTTP_ALLOWED_PRIVATE_NETWORKS does not list"
+    return (
+        f"the non-public address {address} (link-local, metadata or this host), which only a network "
+        f"inside {guarded} listed in HTTP_ALLOWED_PRIVATE_NETWORKS opens"
+    )
+
+
 def _check_destination(url: str) -> list[str]:
-    """Refuses non-http(s) URLs and, unless HTTP_ALLOW_PRIVATE_ADDRESSES, hosts with a non-public address.
+    """Refuses non-http(s) URLs and, unless HTTP_ALLOW_PRIVATE_ADDRESSES, hosts with a non-public address
+    that HTTP_ALLOWED_PRIVATE_NETWORKS does not allow.
 
     Returns the addresses that were checked (empty when private addresses are allowed): the request is then
     sent to one of them and never resolved again, so a second DNS answer cannot point it elsewhere.
     """
     parsed = urlparse(url)
+    try:
+        port = parsed.port
+    except ValueError:
+        raise TransportError(f"refusing {url!r}: the port is not a number from 0 to 65535", permanent=True) from None
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise TransportError(f"refusing {url!r}: only http(s) URLs with a host are allowed", permanent=True)
     if settings.HTTP_ALLOW_PRIVATE_ADDRESSES:
         return []
+    host = parsed.hostname.rstrip(".")
     try:
-        infos = socket.getaddrinfo(parsed.hostname, parsed.port or 443, proto=socket.IPPROTO_TCP)
+        infos = socket.getaddrinfo(host, port or (443 if parsed.scheme == "https" else 80), proto=socket.IPPROTO_TCP)
     except socket.gaierror as exc:
-        raise TransportError(f"cannot resolve {parsed.hostname!r}: {exc}") from exc
+        raise TransportError(f"cannot resolve {host!r}: {exc}") from exc
+    allowlist: PrivateAllowlist = settings.HTTP_ALLOWED_PRIVATE_NETWORKS
     addresses: list[str] = []
     for info in infos:
         address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-        if not address.is_global:
-            raise TransportError(
-                f"refusing {parsed.hostname!r}: it resolves to the non-public address {address}",
-                permanent=True,
-            )
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        refusal = _permitted(address, host, allowlist)
+        if refusal:
+            raise TransportError(f"refusing {host!r}: it resolves to {refusal}", permanent=True)
         if str(address) not in addresses:
             addresses.append(str(address))
     return addresses

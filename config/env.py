@@ -7,7 +7,10 @@ variants are honoured for secrets (Docker and Kubernetes secrets are mounted as 
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
+from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from django.core.exceptions import ImproperlyConfigured
@@ -97,3 +100,56 @@ def envurl(name: str, default: str = "") -> str:
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise ImproperlyConfigured(f"{name}={raw!r} is not an http(s) URL")
     return raw.rstrip("/")
+
+
+# A DNS host name: dot-separated labels of letters, digits, hyphens (and underscores, as container names have),
+# the last one not all digits (so "127.1" or "2130706433" is never taken for a name).
+_HOST_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}$)(?:{_HOST_LABEL}\.)*(?!\d+$){_HOST_LABEL}")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class PrivateAllowlist:
+    """Private destinations that outgoing requests may reach: networks (CIDRs, or single addresses) and host names."""
+
+    networks: tuple[Network, ...] = ()
+    hosts: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.networks or self.hosts)
+
+
+def parse_allowlist(name: str, raw: str) -> PrivateAllowlist:
+    """Comma-separated CIDRs (``10.20.0.0/16``), addresses (``10.20.0.7``, ``[fd12::7]``) and host names
+    (``alerts.internal``); anything else raises ImproperlyConfigured naming ``name`` and the item."""
+    networks: list[Network] = []
+    hosts: set[str] = set()
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        candidate = item[1:-1] if item.startswith("[") and item.endswith("]") else item
+        if "%" not in candidate:  # an IPv6 zone (fe80::1%eth0) says nothing about where a request may go
+            try:
+                networks.append(ipaddress.ip_network(candidate))
+                continue
+            except ValueError:
+                pass
+            try:
+                loose = ipaddress.ip_network(candidate, strict=False)
+            except ValueError:
+                pass
+            else:
+                raise ImproperlyConfigured(f"{name}: {item!r} has host bits set (did you mean {loose}?)")
+        host = item.lower().rstrip(".")
+        if not _HOST_NAME.fullmatch(host):
+            raise ImproperlyConfigured(
+                f"{name}: {item!r} is neither an IP network (such as 10.20.0.0/16 or 10.20.0.7) nor a host name"
+            )
+        hosts.add(host)
+    return PrivateAllowlist(networks=tuple(networks), hosts=frozenset(hosts))
+
+
+def envallowlist(name: str) -> PrivateAllowlist:
+    return parse_allowlist(name, os.environ.get(name, ""))

@@ -9,7 +9,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import envbool, envchoice, envfloat, envint, envlist, envsecret, envstr, envurl
+from config.env import envallowlist, envbool, envchoice, envfloat, envint, envlist, envsecret, envstr, envurl
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(envstr("VAR_DIR", str(BASE_DIR / "var")))
@@ -140,6 +140,11 @@ COMMAND_AGENT_ALLOWLIST = envlist("COMMAND_AGENT_ALLOWLIST", [])
 PYTHON_AGENT_ALLOWED_MODULES = envlist("PYTHON_AGENT_ALLOWED_MODULES", ["agents.demo"])
 HTTP_AGENT_TIMEOUT_SECONDS = envfloat("HTTP_AGENT_TIMEOUT_SECONDS", 10.0, minimum=0.1)
 HTTP_ALLOW_PRIVATE_ADDRESSES = envbool("HTTP_ALLOW_PRIVATE_ADDRESSES", DEBUG or TESTING)
+# With the switch above off, the private destinations outgoing requests may still reach: CIDRs, addresses and
+# host names, comma-separated. Link-local and cloud metadata addresses (169.254.0.0/16, fe80::/10,
+# fd00:ec2::254) open only through a network listed inside their own range, never through a host name or a
+# wider range that happens to contain them.
+HTTP_ALLOWED_PRIVATE_NETWORKS = envallowlist("HTTP_ALLOWED_PRIVATE_NETWORKS")
 
 # API
 API_MAX_BODY_BYTES = envint("API_MAX_BODY_BYTES", 1_048_576, minimum=1024)

@@ -1,8 +1,11 @@
-"""Outgoing requests: the private-address guard (SSRF), DNS pinning, Retry-After, and the command allowlist."""
+"""Outgoing requests: the private-address guard (SSRF) and its allowlist, DNS pinning, Retry-After, and the
+command allowlist."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -10,11 +13,14 @@ from typing import Any
 
 import httpx
 import pytest
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from agents import http
 from agents.executors import executor_class
 from agents.executors.base import AgentError, StepContext
+from config.env import envallowlist, parse_allowlist
 
 PRIVATE_URLS = [
     "http://127.0.0.1:8080/hook",
@@ -124,6 +130,164 @@ def test_the_request_is_pinned_to_the_address_that_was_checked(
     http.request("GET", "https://rebind.example.test/x")
     assert sent[0].extensions[http.PINNED_ADDRESSES] == ["93.184.216.34"]
     assert sent[0].url.host == "rebind.example.test"
+
+
+# The allowlist of private destinations ----------------------------------------------------------------
+
+
+def allowing(raw: str) -> Any:
+    """The guard on, with HTTP_ALLOWED_PRIVATE_NETWORKS parsed from ``raw`` as the settings parse it."""
+    return override_settings(
+        HTTP_ALLOW_PRIVATE_ADDRESSES=False,
+        HTTP_ALLOWED_PRIVATE_NETWORKS=parse_allowlist("HTTP_ALLOWED_PRIVATE_NETWORKS", raw),
+    )
+
+
+def resolving(monkeypatch: pytest.MonkeyPatch, names: dict[str, str]) -> None:
+    """DNS answers for made-up host names; everything else resolves as usual."""
+    real = socket.getaddrinfo
+
+    def resolve(host: str, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        if host in names:
+            family = socket.AF_INET6 if ":" in names[host] else socket.AF_INET
+            return [(family, socket.SOCK_STREAM, 6, "", (names[host], port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+
+
+def test_an_allowlisted_network_opens_that_network_and_nothing_else(sent: list[httpx.Request]) -> None:
+    with allowing("10.20.0.0/16, 10.30.1.7"):
+        http.request("POST", "http://10.20.4.5:8080/hook")
+        http.request("POST", "http://10.30.1.7/hook")
+        http.request("POST", "http://[::ffff:10.20.0.9]/hook")  # the same address, IPv4-mapped
+        for url in ("http://10.21.0.1/hook", "http://10.30.1.8/hook", "http://127.0.0.1/", "http://192.168.1.1/"):
+            with pytest.raises(http.TransportError, match="non-public address") as exc:
+                http.request("POST", url)
+            assert exc.value.permanent and "HTTP_ALLOWED_PRIVATE_NETWORKS" in str(exc.value)
+    assert [r.extensions[http.PINNED_ADDRESSES] for r in sent] == [["10.20.4.5"], ["10.30.1.7"], ["10.20.0.9"]]
+
+
+def test_an_allowlisted_host_name_opens_that_host_only(
+    sent: list[httpx.Request], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    resolving(monkeypatch, {"alerts-relay.internal": "10.9.9.9", "other.internal": "10.9.9.9"})
+    with allowing("Alerts-Relay.Internal"):
+        http.request("POST", "http://alerts-relay.internal:9000/hook")
+        with pytest.raises(http.TransportError, match="non-public address 10.9.9.9"):
+            http.request("POST", "http://other.internal:9000/hook")
+    assert len(sent) == 1 and sent[0].url.host == "alerts-relay.internal"
+    assert sent[0].extensions[http.PINNED_ADDRESSES] == ["10.9.9.9"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://169.254.10.1/",
+        "http://[fd00:ec2::254]/latest/meta-data/",
+        "http://[fe80::1]/",
+        "http://[::ffff:169.254.169.254]/",
+        "http://0.0.0.0:9002/",
+        "http://metadata.internal/computeMetadata/v1/",
+    ],
+)
+def test_link_local_and_metadata_addresses_stay_refused_under_a_wide_allowlist(
+    url: str, sent: list[httpx.Request], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    resolving(monkeypatch, {"metadata.internal": "169.254.169.254"})
+    with allowing("0.0.0.0/0, ::/0, fd00::/8, metadata.internal"), pytest.raises(http.TransportError) as exc:
+        http.request("GET", url)
+    assert exc.value.permanent and "link-local, metadata or this host" in str(exc.value)
+    assert sent == []
+
+
+def test_a_wide_allowlist_still_opens_the_ordinary_private_addresses(sent: list[httpx.Request]) -> None:
+    with allowing("0.0.0.0/0, fd00::/8"):
+        http.request("GET", "http://10.1.2.3/")
+        http.request("GET", "http://[fd00:1::5]/")
+    assert len(sent) == 2
+
+
+def test_a_metadata_address_opens_only_when_listed_inside_its_own_range(sent: list[httpx.Request]) -> None:
+    with allowing("169.254.169.254, fd00:ec2::254"):
+        http.request("GET", "http://169.254.169.254/latest/meta-data/")
+        http.request("GET", "http://[fd00:ec2::254]/latest/meta-data/")
+        with pytest.raises(http.TransportError, match="169.254.169.253"):
+            http.request("GET", "http://169.254.169.253/")
+    assert len(sent) == 2
+
+
+def test_the_global_switch_still_opens_every_address(sent: list[httpx.Request]) -> None:
+    with override_settings(
+        HTTP_ALLOW_PRIVATE_ADDRESSES=True,
+        HTTP_ALLOWED_PRIVATE_NETWORKS=parse_allowlist("HTTP_ALLOWED_PRIVATE_NETWORKS", ""),
+    ):
+        for url in ("http://127.0.0.1:8080/hook", "http://10.1.2.3/", "http://169.254.169.254/"):
+            http.request("GET", url)
+    assert len(sent) == 3
+
+
+def test_an_allowlisted_loopback_receiver_gets_the_notification() -> None:
+    """The allowlist, not the global switch, lets a real request through to one internal receiver."""
+    Recorder.seen.clear()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with allowing("127.0.0.1"):
+            response = http.request("GET", f"http://127.0.0.1:{server.server_port}/probe")
+        assert response.json() == {"ok": True} and Recorder.seen[-1]["path"] == "/probe"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ("10.0.0.5/8", "'10.0.0.5/8' has host bits set (did you mean 10.0.0.0/8?)"),
+        ("10.0.0.0/33", "'10.0.0.0/33' is neither an IP network"),
+        ("10.0.0.0/8;10.1.0.0/16", "is neither an IP network"),
+        ("http://relay.internal/", "'http://relay.internal/' is neither an IP network"),
+        ("*.internal", "'*.internal' is neither"),
+        ("relay internal", "'relay internal' is neither"),
+        ("127.1", "'127.1' is neither"),
+        ("2130706433", "'2130706433' is neither"),
+        ("fe80::1%eth0", "'fe80::1%eth0' is neither"),
+    ],
+)
+def test_nonsense_in_the_allowlist_is_refused_naming_the_variable(
+    raw: str, problem: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTP_ALLOWED_PRIVATE_NETWORKS", f"10.20.0.0/16,{raw}")
+    with pytest.raises(ImproperlyConfigured) as exc:
+        envallowlist("HTTP_ALLOWED_PRIVATE_NETWORKS")
+    assert str(exc.value).startswith("HTTP_ALLOWED_PRIVATE_NETWORKS: ") and problem in str(exc.value)
+
+
+def test_the_allowlist_is_read_at_start_up() -> None:
+    code = (
+        "import django, os; os.environ['DJANGO_SETTINGS_MODULE']='config.settings'; django.setup();"
+        "from django.conf import settings as s; a = s.HTTP_ALLOWED_PRIVATE_NETWORKS;"
+        "print(s.HTTP_ALLOW_PRIVATE_ADDRESSES, sorted(map(str, a.networks)), sorted(a.hosts))"
+    )
+    env = {"PATH": "/usr/bin:/bin", "SECRET_KEY": "x" * 50, "OTEL_SDK_DISABLED": "true"}
+
+    def start(value: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=settings.BASE_DIR,
+            env={**env, "HTTP_ALLOWED_PRIVATE_NETWORKS": value},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    good = start("10.20.0.0/16, [fd12::7], alerts-relay.internal")
+    assert good.stdout.strip() == "False ['10.20.0.0/16', 'fd12::7/128'] ['alerts-relay.internal']", good.stderr
+    bad = start("10.20.0.0/16,not a network")
+    assert bad.returncode != 0
+    assert "HTTP_ALLOWED_PRIVATE_NETWORKS: 'not a network' is neither an IP network" in bad.stderr
 
 
 class Recorder(BaseHTTPRequestHandler):
