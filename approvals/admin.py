@@ -25,6 +25,7 @@ from django.utils.timesince import timesince
 from approvals import services
 from approvals.models import ApprovalDecision, ApprovalRequest, PendingApproval
 from config.admin import ReadOnlyModelAdmin
+from config.jsonsafe import unstorable
 
 VIEW_PERMISSION = "approvals.view_approvalrequest"
 QUEUE_LIMIT = 200
@@ -283,9 +284,14 @@ class PendingApprovalAdmin(ReadOnlyApprovalAdmin):
     def bulk_approve_view(self, request: HttpRequest) -> HttpResponse:
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
-        ids = [int(i) for i in request.POST.getlist("ids") if i.isdigit()]
+        ids = [int(i) for i in request.POST.getlist("ids") if i.isdecimal()]  # not isdigit(): int("²") fails
+        comment = request.POST.get("comment", "").strip()
+        # decide() refuses such a comment too; checked here as well so the refusal is said once, not per request.
+        problem = unstorable(comment, "comment")
         if not ids:
             messages.warning(request, "Select the requests to approve first.")
+        elif problem:
+            messages.error(request, f"Nothing was approved: {problem}.")
         else:
-            approve_many(request, ids, request.POST.get("comment", "").strip() or "approved in bulk in the admin")
+            approve_many(request, ids, comment or "approved in bulk in the admin")
         return HttpResponseRedirect(reverse("admin:approvals_pendingapproval_changelist"))

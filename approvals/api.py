@@ -6,14 +6,16 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest
-from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from ninja import Field, Query, Router, Schema
+from ninja import Body, Field, Query, Router, Schema
+from ninja.errors import HttpError
 from ninja.pagination import paginate
+from pydantic import ConfigDict, field_validator, model_validator
 
 from approvals import services
 from approvals.models import ApprovalDecision, ApprovalRequest
 from config.api import ErrorOut, Pagination, require_scope, with_errors
+from config.jsonsafe import unstorable
 
 router = Router(tags=["approvals"])
 
@@ -26,7 +28,29 @@ class DecisionConflictOut(Schema):
 
 
 class DecisionIn(Schema):
+    """``{"comment": "..."}``; no body, or ``{}``, means no comment. Unknown fields are refused, so a misspelt
+    comment is not silently dropped from the audit trail."""
+
+    model_config = ConfigDict(extra="forbid")
+
     comment: str = Field("", max_length=5000, description="Why; required to reject.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def an_object(cls, data: Any) -> Any:
+        if hasattr(data, "_obj"):  # ninja's DjangoGetter around the parsed body
+            data = data._obj
+        if not isinstance(data, dict):
+            raise ValueError('the request body must be a JSON object, e.g. {"comment": "..."}')
+        return data
+
+    @field_validator("comment")
+    @classmethod
+    def storable(cls, value: str) -> str:
+        problem = unstorable(value, "comment")
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class DecisionOut(Schema):
@@ -113,6 +137,17 @@ def _requests() -> Any:
     return ApprovalRequest.objects.select_related("run", "decided_by").prefetch_related("decisions__user")
 
 
+def _not_found(approval_id: int) -> HttpError:
+    return HttpError(404, f"approval request {approval_id} not found")
+
+
+def approval_or_404(approval_id: int) -> ApprovalRequest:
+    found = _requests().filter(id=approval_id).first()
+    if found is None:
+        raise _not_found(approval_id)
+    return found
+
+
 @router.get(
     "/approvals", response=with_errors({200: list[ApprovalOut]}), summary="List approval requests, newest first"
 )
@@ -134,22 +169,27 @@ def list_approvals(request: HttpRequest, filters: Query[ApprovalFilters]) -> Any
 )
 def get_approval(request: HttpRequest, approval_id: int) -> ApprovalRequest:
     require_scope(request, "read")
-    return get_object_or_404(_requests(), id=approval_id)
+    return approval_or_404(approval_id)
 
 
 def _decide(request: HttpRequest, approval_id: int, decision: str, payload: DecisionIn | None) -> ApprovalRequest:
+    # payload is None only when there is no body at all; a JSON null body is refused by DecisionIn.
     require_scope(request, "approve")
-    found = get_object_or_404(ApprovalRequest, id=approval_id)
-    services.decide(
-        found,
-        acting_user=request.user,
-        decision=decision,
-        comment=payload.comment if payload else "",
-        channel=ApprovalDecision.Channel.API,
-    )
-    return get_object_or_404(_requests(), id=approval_id)
+    try:
+        services.decide(
+            approval_id,
+            acting_user=request.user,
+            decision=decision,
+            comment=payload.comment if payload else "",
+            channel=ApprovalDecision.Channel.API,
+        )
+    except ApprovalRequest.DoesNotExist:
+        raise _not_found(approval_id) from None
+    return approval_or_404(approval_id)
 
 
+_BODY = 'Optional: {"comment": "..."}; no body means no comment.'
+_APPROVE_BODY, _REJECT_BODY = Body(None, description=_BODY), Body(None, description=_BODY)
 _DECISION_RESPONSES = {200: ApprovalOut, 403: ErrorOut, 404: ErrorOut, 409: DecisionConflictOut, 422: ErrorOut}
 
 
@@ -158,7 +198,7 @@ _DECISION_RESPONSES = {200: ApprovalOut, 403: ErrorOut, 404: ErrorOut, 409: Deci
     response=with_errors(_DECISION_RESPONSES),
     summary="Approve a gated step (counts toward its quorum)",
 )
-def approve(request: HttpRequest, approval_id: int, payload: DecisionIn | None = None) -> ApprovalRequest:
+def approve(request: HttpRequest, approval_id: int, payload: DecisionIn = _APPROVE_BODY) -> ApprovalRequest:
     return _decide(request, approval_id, ApprovalDecision.Decision.APPROVE, payload)
 
 
@@ -167,5 +207,5 @@ def approve(request: HttpRequest, approval_id: int, payload: DecisionIn | None =
     response=with_errors(_DECISION_RESPONSES),
     summary="Reject a gated step; the run is REJECTED (a comment with the reason is required)",
 )
-def reject(request: HttpRequest, approval_id: int, payload: DecisionIn | None = None) -> ApprovalRequest:
+def reject(request: HttpRequest, approval_id: int, payload: DecisionIn = _REJECT_BODY) -> ApprovalRequest:
     return _decide(request, approval_id, ApprovalDecision.Decision.REJECT, payload)

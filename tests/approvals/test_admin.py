@@ -88,6 +88,42 @@ def test_a_reject_without_a_comment_is_refused_with_a_message(make_workflow, ope
     assert req.status == ApprovalRequest.Status.REJECTED
 
 
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+def test_a_comment_with_a_nul_character_is_refused_with_a_message(make_workflow, operator, decision):
+    req = at_gate(start(make_workflow("admin-nul", node("gate", required=True))))
+    response = logged_in(operator).post(
+        decide_url(req), {"decision": decision, "comment": "bad\x00x", "next": QUEUE}, follow=True
+    )
+    assert response.status_code == 200
+    assert messages_of(response) == ["comment: NUL character not allowed"]
+    req.refresh_from_db()
+    assert req.status == ApprovalRequest.Status.PENDING and not req.decisions.exists()
+
+
+def test_a_bulk_comment_with_a_nul_character_approves_nothing(make_workflow, operator):
+    workflow = make_workflow("admin-bulk-nul", node("gate", required=True))
+    reqs = [at_gate(start(workflow)) for _ in range(2)]
+    response = logged_in(operator).post(
+        reverse("admin:approvals_pendingapproval_bulk_approve"),
+        {"ids": [r.pk for r in reqs], "comment": "batch\x00"},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert messages_of(response) == ["Nothing was approved: comment: NUL character not allowed."]
+    assert not ApprovalRequest.objects.exclude(status=ApprovalRequest.Status.PENDING).exists()
+
+
+def test_bulk_approve_ignores_ids_that_are_not_numbers(make_workflow, operator):
+    req = at_gate(start(make_workflow("admin-bulk-ids", node("gate", required=True))))
+    response = logged_in(operator).post(
+        reverse("admin:approvals_pendingapproval_bulk_approve"), {"ids": ["\u00b2", "x", ""]}, follow=True
+    )
+    assert response.status_code == 200
+    assert messages_of(response) == ["Select the requests to approve first."]
+    req.refresh_from_db()
+    assert req.status == ApprovalRequest.Status.PENDING
+
+
 def test_a_second_decision_shows_who_decided_first(make_workflow, operator, second_operator):
     req = at_gate(start(make_workflow("admin-twice", node("gate", required=True))))
     logged_in(second_operator).post(decide_url(req), {"decision": "approve"})

@@ -47,8 +47,14 @@ def test_it_shows_one_request_and_404s_an_unknown_one(api, gated):
     response = api.get(f"/api/approvals/{req.id}")
     assert response.status_code == 200
     assert response.json()["id"] == req.id and response.json()["decisions"] == []
-    assert api.get("/api/approvals/999999").status_code == 404
-    assert api.post("/api/approvals/999999/approve", {"comment": "x"}).status_code == 404
+    for response in (
+        api.get("/api/approvals/999999"),
+        api.post("/api/approvals/999999/approve", {"comment": "x"}),
+        api.post("/api/approvals/999999/reject", {"comment": "x"}),
+        api.post("/api/approvals/999999/reject"),  # the missing request, not the missing reason
+    ):
+        assert response.status_code == 404
+        assert response.json() == {"detail": "approval request 999999 not found"}
 
 
 def test_approving_resumes_the_run(api, gated, operator):
@@ -134,3 +140,52 @@ def test_anonymous_callers_get_401(anonymous_api, gated):
     req = at_gate(start(gated))
     assert anonymous_api.get("/api/approvals").status_code == 401
     assert anonymous_api.post(f"/api/approvals/{req.id}/approve", {}).status_code == 401
+
+
+@pytest.mark.parametrize("action", ["approve", "reject"])
+def test_a_comment_with_a_nul_character_gets_422_naming_it(api, gated, action):
+    req = at_gate(start(gated))
+    response = api.post(f"/api/approvals/{req.id}/{action}", raw=b'{"comment": "bad\\u0000x"}')
+    assert response.status_code == 422, response.content
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "payload", "comment"]
+    assert "comment: NUL character not allowed" in error["msg"]
+    req.refresh_from_db()
+    assert req.status == ApprovalRequest.Status.PENDING and not req.decisions.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "loc", "message"),
+    [
+        (b"[1]", ["body", "payload"], "must be a JSON object"),
+        (b"null", ["body", "payload"], "must be a JSON object"),
+        (b'"ok"', ["body", "payload"], "must be a JSON object"),
+        (b"1", ["body", "payload"], "must be a JSON object"),
+        (b'{"comments": "looks fine"}', ["body", "payload", "comments"], "Extra inputs are not permitted"),
+    ],
+    ids=["list", "null", "string", "number", "misspelt-field"],
+)
+def test_a_body_that_is_not_a_decision_object_gets_422(api, gated, body, loc, message):
+    req = at_gate(start(gated))
+    for action in ("approve", "reject"):
+        response = api.post(f"/api/approvals/{req.id}/{action}", raw=body)
+        assert response.status_code == 422, (action, response.content)
+        [error] = response.json()["detail"]
+        assert error["loc"] == loc and message in error["msg"]
+    req.refresh_from_db()
+    assert req.status == ApprovalRequest.Status.PENDING and not req.decisions.exists()
+
+
+def test_without_permission_a_reject_without_reason_is_403_not_422(gated, viewer):
+    req = at_gate(start(gated))
+    response = client_for(viewer).post(f"/api/approvals/{req.id}/reject")
+    assert response.status_code == 403
+    assert "victor lacks the permission" in response.json()["detail"]
+
+
+def test_a_reject_without_reason_of_a_decided_request_is_409_not_422(api, gated, second_operator):
+    req = at_gate(start(gated))
+    assert client_for(second_operator).post(f"/api/approvals/{req.id}/approve").status_code == 200
+    response = api.post(f"/api/approvals/{req.id}/reject", {})
+    assert response.status_code == 409
+    assert response.json()["status"] == "APPROVED" and "already decided by otto at" in response.json()["detail"]

@@ -134,6 +134,51 @@ def test_a_reject_needs_a_reason(make_workflow, operator):
     assert not req.decisions.exists()
 
 
+@pytest.mark.parametrize("decide", [approve, reject], ids=["approve", "reject"])
+def test_a_comment_with_a_nul_character_is_refused_on_every_channel(make_workflow, operator, decide):
+    run = start(make_workflow("nul-comment", node("gate", required=True)))
+    req = at_gate(run)
+    for channel in ("api", "admin"):
+        with pytest.raises(services.InvalidComment, match=r"^comment: NUL character not allowed$") as refused:
+            decide(req, operator, comment="bad\x00x", channel=channel)
+        assert refused.value.status_code == 422
+    req.refresh_from_db()
+    assert req.status == ApprovalRequest.Status.PENDING and not req.decisions.exists()
+    decide(req, operator, comment="bad x")
+    req.refresh_from_db()
+    assert req.decision_comment == "bad x"
+
+
+def test_who_may_decide_is_checked_before_the_missing_reason(make_workflow, viewer, outsider):
+    req = at_gate(start(make_workflow("perm-first", node("gate", required=True))))
+    with pytest.raises(services.NotPermitted, match="victor lacks the permission"):
+        reject(req, viewer, comment="")
+    with pytest.raises(services.NotPermitted, match="oscar lacks the permission"):
+        reject(req, outsider, comment="bad\x00x")
+    req.refresh_from_db()
+    assert req.status == ApprovalRequest.Status.PENDING and not req.decisions.exists()
+
+
+def test_a_decided_or_expired_request_is_409_before_the_missing_reason(
+    make_workflow, operator, second_operator, third_operator
+):
+    workflow = make_workflow("state-first", node("gate", required=True, required_approvals=2, timeout_seconds=600))
+    req = at_gate(start(workflow))
+    approve(req, operator)
+    with pytest.raises(services.AlreadyDecided, match="olivia already decided"):
+        reject(req, operator, comment="")  # this operator's vote is already in
+    reject(req, second_operator, comment="no")
+    with pytest.raises(services.AlreadyDecided, match="already decided by otto at"):
+        reject(req, third_operator, comment="")
+
+    expiring = at_gate(start(workflow))
+    ApprovalRequest.objects.filter(id=expiring.id).update(expires_at=expiring.requested_at)
+    with pytest.raises(services.AlreadyDecided, match=f"approval request {expiring.pk} expired at"):
+        reject(expiring, operator, comment="")
+    expiring.refresh_from_db()
+    assert expiring.status == ApprovalRequest.Status.EXPIRED and not expiring.decisions.exists()
+
+
 def test_quorum_needs_n_distinct_approvers(make_workflow, operator, second_operator, third_operator):
     run = start(make_workflow("quorum", node("gate", required=True, required_approvals=2)))
     req = at_gate(run)
