@@ -21,18 +21,27 @@ from config.env import PrivateAllowlist
 
 
 class TransportError(Exception):
-    """An outgoing request failed. ``permanent`` means retrying the same request cannot succeed."""
+    """An outgoing request failed. ``permanent`` means retrying the same request cannot succeed.
 
-    def __init__(self, message: str, *, permanent: bool = False, status: int | None = None) -> None:
+    ``retry_after`` is the delay (seconds) the server asked for in Retry-After, when it asked: the runner
+    waits at least that long before the step's next attempt.
+    """
+
+    def __init__(
+        self, message: str, *, permanent: bool = False, status: int | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.permanent = permanent
         self.status = status
+        self.retry_after = retry_after
 
 
 # Request extension carrying the addresses the guard approved; the transport connects only to those.
 PINNED_ADDRESSES = "commandcenter.pinned_addresses"
 # How long a Retry-After answer may make us wait when the caller gave no deadline.
 RETRY_AFTER_MAX_SECONDS = 60.0
+# The longest Retry-After passed on to the runner: one answer never parks a step for days.
+RETRY_AFTER_STEP_MAX_SECONDS = 3600.0
 
 
 # Link-local neighbours and cloud metadata services (169.254.169.254, AWS's fd00:ec2::254), and "this host"
@@ -171,7 +180,8 @@ def request(
 
     5xx, 429 and network errors are retried up to ``retries`` times with a short backoff, never past
     ``deadline`` (a time.monotonic() value); 4xx answers other than 408/429 are permanent. A 429 or 503
-    with Retry-After waits as long as it asks, unless that would pass the deadline (then it fails at once).
+    with Retry-After waits as long as it asks, unless that would pass the deadline (then it fails at once);
+    either way a failure carries the asked delay as ``retry_after``.
     """
     addresses = _check_destination(url)
     limit = timeout or settings.HTTP_AGENT_TIMEOUT_SECONDS
@@ -201,6 +211,7 @@ def request(
                 f"{method.upper()} {url} answered {response.status_code}: {response.text[:200]}",
                 permanent=not transient,
                 status=response.status_code,
+                retry_after=None if wait is None else min(wait, RETRY_AFTER_STEP_MAX_SECONDS),
             )
         if error.permanent or attempt > retries:
             raise error
@@ -208,7 +219,9 @@ def request(
         if wait is not None:
             if deadline is not None and time.monotonic() + wait >= deadline:
                 raise TransportError(
-                    f"{error}; it asked to retry after {wait:.0f}s, past the step deadline", status=error.status
+                    f"{error}; it asked to retry after {wait:.0f}s, past the step deadline",
+                    status=error.status,
+                    retry_after=error.retry_after,
                 )
             delay = max(delay, min(wait, RETRY_AFTER_MAX_SECONDS))
         time.sleep(delay)

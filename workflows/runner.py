@@ -178,6 +178,7 @@ class Outcome:
     error_type: str = ""
     error_message: str = ""
     permanent: bool = False
+    retry_after: float = 0.0  # seconds the remote side asked to wait before the next attempt
 
 
 RELEASED = "RELEASED"
@@ -322,8 +323,15 @@ def _classify(exc: BaseException) -> Outcome:
     if isinstance(exc, StepCancelled):
         return Outcome(AgentRun.Status.CANCELLED, error_type="StepCancelled", error_message=str(exc))
     permanent = bool(getattr(exc, "permanent", False)) if isinstance(exc, AgentError) else False
+    retry_after = float(exc.retry_after or 0.0) if isinstance(exc, AgentError) else 0.0
     error_type = type(exc).__name__
-    return Outcome(AgentRun.Status.FAILED, error_type=error_type, error_message=str(exc)[:5000], permanent=permanent)
+    return Outcome(
+        AgentRun.Status.FAILED,
+        error_type=error_type,
+        error_message=str(exc)[:5000],
+        permanent=permanent,
+        retry_after=retry_after,
+    )
 
 
 def _renew_lease(step: RunStep, attempt: AgentRun, worker: str) -> bool:
@@ -422,6 +430,7 @@ def _finish_attempt(
                 outcome.permanent,
                 now,
                 guard=RunStep.objects.filter(**mine),
+                retry_after=outcome.retry_after,
             )
         if not owned:
             current = RunStep.objects.filter(id=step.id).values_list("status", flat=True).first()
@@ -450,18 +459,20 @@ def handle_failure(
     *,
     guard: Any = None,
     immediate: bool = False,
+    retry_after: float = 0.0,
 ) -> bool:
     """Retries the step per its policy, or fails it and the run. Caller holds the run lock.
 
     ``guard`` is the queryset that must still match the step for the change to apply (ownership); returns
-    whether it did.
+    whether it did. A retry waits for the node's backoff or ``retry_after`` (what the remote side asked),
+    whichever is longer.
     """
     counted = step.attempts - step.attempt_offset
     retry = not permanent and counted < int(node["retry"]["max_attempts"])
     fields: dict[str, Any] = {"error": f"{error_type}: {message}"[:5000], "lease_expires_at": None, "worker_id": ""}
     delay = 0.0
     if retry:
-        delay = 0.0 if immediate else backoff_delay(node["retry"], counted)
+        delay = 0.0 if immediate else max(backoff_delay(node["retry"], counted), retry_after)
         fields.update(
             status=StepStatus.READY, run_after=now + timedelta(seconds=delay), ready_at=now + timedelta(seconds=delay)
         )

@@ -7,11 +7,15 @@ from typing import Any, ClassVar
 
 
 class AgentError(Exception):
-    """A step attempt failed. ``permanent`` failures are not retried (retrying cannot help)."""
+    """A step attempt failed. ``permanent`` failures are not retried (retrying cannot help).
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
+    ``retry_after`` (seconds) is how long the remote side asked us to wait: the next attempt comes no sooner.
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.retry_after = retry_after
 
 
 class StepCancelled(Exception):

@@ -46,7 +46,7 @@ class HttpExecutor(Executor):
                 deadline=ctx.deadline,
             )
         except http.TransportError as exc:
-            raise AgentError(str(exc), permanent=exc.permanent) from exc
+            raise AgentError(str(exc), permanent=exc.permanent, retry_after=exc.retry_after) from exc
         body: Any
         try:
             body = response.json()

@@ -172,4 +172,6 @@ class Channel:
             )
         except http.TransportError as exc:
             detail = str(exc).replace(url, redact(url))
-            raise AgentError(f"{self.kind}: delivery failed: {detail}", permanent=exc.permanent) from None
+            raise AgentError(
+                f"{self.kind}: delivery failed: {detail}", permanent=exc.permanent, retry_after=exc.retry_after
+            ) from None

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +124,68 @@ def remote(monkeypatch: pytest.MonkeyPatch) -> Iterator[Remote]:
     fake = Remote()
     monkeypatch.setattr("agents.http.send", fake)
     yield fake
+
+
+@dataclass
+class Received:
+    """One request a Loopback server got, and when (time.monotonic())."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Loopback:
+    """A real HTTP server on 127.0.0.1: records every request and answers from a script, then 200 "ok"."""
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.script: list[tuple[int, dict[str, str], bytes]] = []
+        self.lock = threading.Lock()
+        loopback = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with loopback.lock:
+                    loopback.received.append(
+                        Received(self.command, self.path, dict(self.headers.items()), body, time.monotonic())
+                    )
+                    status, headers, answer = loopback.script.pop(0) if loopback.script else (200, {}, b"ok")
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def answer(self, status: int, body: bytes = b"", **headers: str) -> None:
+        """Queues the answer to the next request that has none queued yet."""
+        with self.lock:
+            self.script.append((status, {k.replace("_", "-"): v for k, v in headers.items()}, body))
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def loopback() -> Iterator[Loopback]:
+    server = Loopback()
+    yield server
+    server.stop()

@@ -369,6 +369,33 @@ def test_retry_after_past_the_deadline_fails_at_once(monkeypatch: pytest.MonkeyP
     with pytest.raises(http.TransportError, match="retry after 120s, past the step deadline") as exc:
         http.request("GET", "https://api.example.test/", retries=3, deadline=time.monotonic() + 10)
     assert sleeps == [] and script.count == 1 and exc.value.status == 429 and not exc.value.permanent
+    assert exc.value.retry_after == 120.0  # for the runner: the step's next attempt waits that long
+
+
+def test_the_asked_delay_is_carried_when_the_retries_run_out(
+    monkeypatch: pytest.MonkeyPatch, sleeps: list[float]
+) -> None:
+    script = Script(
+        httpx.Response(503, headers={"Retry-After": "2"}), httpx.Response(503, headers={"Retry-After": "4"})
+    )
+    monkeypatch.setattr(http, "send", script)
+    with pytest.raises(http.TransportError) as exc:
+        http.request("GET", "https://api.example.test/", retries=1, deadline=time.monotonic() + 30)
+    assert sleeps == [2.0] and exc.value.retry_after == 4.0
+
+
+def test_the_asked_delay_passed_on_is_at_most_an_hour(monkeypatch: pytest.MonkeyPatch, sleeps: list[float]) -> None:
+    monkeypatch.setattr(http, "send", Script(httpx.Response(429, headers={"Retry-After": "864000"})))
+    with pytest.raises(http.TransportError) as exc:
+        http.request("GET", "https://api.example.test/", retries=1, deadline=time.monotonic() + 10)
+    assert exc.value.retry_after == http.RETRY_AFTER_STEP_MAX_SECONDS == 3600.0
+
+
+def test_a_failure_without_retry_after_carries_no_delay(monkeypatch: pytest.MonkeyPatch, sleeps: list[float]) -> None:
+    monkeypatch.setattr(http, "send", Script(httpx.Response(500)))
+    with pytest.raises(http.TransportError) as exc:
+        http.request("GET", "https://api.example.test/", deadline=time.monotonic() + 10)
+    assert exc.value.retry_after is None
 
 
 def test_retry_after_without_a_deadline_is_capped(monkeypatch: pytest.MonkeyPatch, sleeps: list[float]) -> None:
