@@ -2,6 +2,10 @@
 
 It owns timeouts, bounded retries of transient failures and the private-address guard, so agents and
 notifiers never talk to the network directly. Tests patch ``send`` at this boundary.
+
+A request made with ``secret=True`` (a notifier's webhook URL, whose path is its credential) never shows its
+URL: errors name it as ``redact(url)`` and the request carries the ``REDACT_URL`` extension, by which the
+telemetry bootstrap (observability/otel.py) records it redacted on the HTTP client span.
 """
 
 from __future__ import annotations
@@ -38,11 +42,14 @@ class TransportError(Exception):
 
 # Request extension carrying the addresses the guard approved; the transport connects only to those.
 PINNED_ADDRESSES = "commandcenter.pinned_addresses"
+# Request extension marking a URL that is a secret: telemetry records it redacted.
+REDACT_URL = "commandcenter.redact_url"
 # How long a Retry-After answer may make us wait when the caller gave no deadline.
 RETRY_AFTER_MAX_SECONDS = 60.0
 # The longest Retry-After passed on to the runner: one answer never parks a step for days.
 RETRY_AFTER_STEP_MAX_SECONDS = 3600.0
-
+# What stands in for the secret parts of a URL.
+REDACTED = "REDACTED"
 
 # Link-local neighbours and cloud metadata services (169.254.169.254, AWS's fd00:ec2::254), and "this host"
 # (0.0.0.0/8, ::). An address in one of these opens only through an allowlisted network that lies inside the
@@ -51,6 +58,29 @@ RETRY_AFTER_STEP_MAX_SECONDS = 3600.0
 _GUARDED_RANGES: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = tuple(
     ipaddress.ip_network(n) for n in ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "0.0.0.0/8", "::/128")
 )
+
+
+def redact(url: str) -> str:
+    """The URL with only its scheme, host and port: the path, query and credentials may be a secret."""
+    parsed = urlparse(url)
+    if not parsed.scheme or not parsed.hostname:
+        return "<url>"
+    host = f"[{parsed.hostname}]" if ":" in parsed.hostname else parsed.hostname
+    try:
+        port = f":{parsed.port}" if parsed.port else ""
+    except ValueError:
+        port = ""
+    return f"{parsed.scheme}://{host}{port}/{REDACTED}"
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` (an error, a response body) with every echo of the secret parts of ``url`` replaced."""
+    parsed = urlparse(url)
+    path_and_query = parsed.path + (f"?{parsed.query}" if parsed.query else "")
+    for part in (url, path_and_query, parsed.path, parsed.query, parsed.password):
+        if part and len(part) > 1:
+            text = text.replace(part, REDACTED)
+    return text
 
 
 def _permitted(
@@ -75,20 +105,21 @@ def _permitted(
     )
 
 
-def _check_destination(url: str) -> list[str]:
+def _check_destination(url: str, shown: str | None = None) -> list[str]:
     """Refuses non-http(s) URLs and, unless HTTP_ALLOW_PRIVATE_ADDRESSES, hosts with a non-public address
-    that HTTP_ALLOWED_PRIVATE_NETWORKS does not allow.
+    that HTTP_ALLOWED_PRIVATE_NETWORKS does not allow. ``shown`` is how errors name the URL.
 
     Returns the addresses that were checked (empty when private addresses are allowed): the request is then
     sent to one of them and never resolved again, so a second DNS answer cannot point it elsewhere.
     """
+    shown = url if shown is None else shown
     parsed = urlparse(url)
     try:
         port = parsed.port
     except ValueError:
-        raise TransportError(f"refusing {url!r}: the port is not a number from 0 to 65535", permanent=True) from None
+        raise TransportError(f"refusing {shown!r}: the port is not a number from 0 to 65535", permanent=True) from None
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise TransportError(f"refusing {url!r}: only http(s) URLs with a host are allowed", permanent=True)
+        raise TransportError(f"refusing {shown!r}: only http(s) URLs with a host are allowed", permanent=True)
     if settings.HTTP_ALLOW_PRIVATE_ADDRESSES:
         return []
     host = parsed.hostname.rstrip(".")
@@ -175,53 +206,63 @@ def request(
     content: bytes | str | None = None,
     headers: dict[str, str] | None = None,
     deadline: float | None = None,
+    secret: bool = False,
 ) -> httpx.Response:
     """Performs a request; raises TransportError for network errors and for 4xx/5xx answers.
 
     5xx, 429 and network errors are retried up to ``retries`` times with a short backoff, never past
     ``deadline`` (a time.monotonic() value); 4xx answers other than 408/429 are permanent. A 429 or 503
     with Retry-After waits as long as it asks, unless that would pass the deadline (then it fails at once);
-    either way a failure carries the asked delay as ``retry_after``.
+    either way a failure carries the asked delay as ``retry_after``. With ``secret`` the URL is never shown
+    (see the module's docstring).
     """
-    addresses = _check_destination(url)
+    shown = redact(url) if secret else url
+
+    def error(message: str, **kwargs: Any) -> TransportError:
+        return TransportError(scrub(message, url) if secret else message, **kwargs)
+
+    addresses = _check_destination(url, shown)
     limit = timeout or settings.HTTP_AGENT_TIMEOUT_SECONDS
     built = httpx.Request(method.upper(), url, json=json, content=content, headers=headers)
     if addresses:
         built.extensions[PINNED_ADDRESSES] = addresses
+    if secret:
+        built.extensions[REDACT_URL] = True
+    what = f"{method.upper()} {shown}"
     attempt = 0
     while True:
         attempt += 1
         wait: float | None = None  # what a 429/503 asked for in Retry-After
         budget = limit if deadline is None else min(limit, deadline - time.monotonic())
         if budget <= 0:
-            raise TransportError(f"{method.upper()} {url}: no time left before the step deadline")
+            raise error(f"{what}: no time left before the step deadline")
         try:
             response = send(built, timeout=budget)
         except httpx.TimeoutException as exc:
-            error = TransportError(f"{method.upper()} {url}: timed out after {budget:.1f}s ({type(exc).__name__})")
+            failure = error(f"{what}: timed out after {budget:.1f}s ({type(exc).__name__})")
         except httpx.HTTPError as exc:
-            error = TransportError(f"{method.upper()} {url}: {type(exc).__name__}: {exc}")
+            failure = error(f"{what}: {type(exc).__name__}: {exc}")
         else:
             if response.status_code < 400:
                 return response
             if response.status_code in (429, 503):
                 wait = retry_after_seconds(response)
             transient = response.status_code >= 500 or response.status_code in (408, 429)
-            error = TransportError(
-                f"{method.upper()} {url} answered {response.status_code}: {response.text[:200]}",
+            failure = error(
+                f"{what} answered {response.status_code}: {response.text[:200]}",
                 permanent=not transient,
                 status=response.status_code,
                 retry_after=None if wait is None else min(wait, RETRY_AFTER_STEP_MAX_SECONDS),
             )
-        if error.permanent or attempt > retries:
-            raise error
+        if failure.permanent or attempt > retries:
+            raise failure
         delay = min(0.2 * 2 ** (attempt - 1), 2.0)
         if wait is not None:
             if deadline is not None and time.monotonic() + wait >= deadline:
                 raise TransportError(
-                    f"{error}; it asked to retry after {wait:.0f}s, past the step deadline",
-                    status=error.status,
-                    retry_after=error.retry_after,
+                    f"{failure}; it asked to retry after {wait:.0f}s, past the step deadline",
+                    status=failure.status,
+                    retry_after=failure.retry_after,
                 )
             delay = max(delay, min(wait, RETRY_AFTER_MAX_SECONDS))
         time.sleep(delay)

@@ -324,10 +324,24 @@ def _instrument(*, log_export: bool) -> None:
         meter_provider=NoOpMeterProvider(),
     )
     PsycopgInstrumentor().instrument(skip_dep_check=True, enable_commenter=False)
-    HTTPXClientInstrumentor().instrument()
+    HTTPXClientInstrumentor().instrument(request_hook=_redact_secret_url)
     # The JSON formatter adds trace_id/span_id itself; the instrumentation attaches the OTLP log
     # handler to the root logger (and keeps it there when Django applies LOGGING).
     LoggingInstrumentor().instrument(set_logging_format=False, enable_log_auto_instrumentation=log_export)
+
+
+def _redact_secret_url(span: Any, request: Any) -> None:
+    """httpx request hook: a request that agents.http marked secret (a notifier's webhook URL, whose path is
+    its credential) is recorded with only its scheme, host and port in http.url / url.full."""
+    from agents.http import REDACT_URL, redact
+
+    if not request.extensions or not request.extensions.get(REDACT_URL) or not span.is_recording():
+        return
+    redacted = redact(str(request.url))
+    recorded = span.attributes or {}
+    for key in ("http.url", "url.full"):
+        if key in recorded:
+            span.set_attribute(key, redacted)
 
 
 def _serve_worker_metrics() -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
-from urllib.parse import urlparse
 
 import httpx
 from django.conf import settings
@@ -90,12 +89,6 @@ def truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def redact(url: str) -> str:
-    """A URL without its secret parts (path, query, credentials): safe for logs and errors."""
-    parsed = urlparse(url)
-    return f"{parsed.scheme}://{parsed.hostname or '?'}/…" if parsed.scheme else "<url>"
-
-
 class Channel:
     """Base of the channels. ``notify`` delivers or raises AgentError (``permanent`` when retrying cannot help)."""
 
@@ -156,7 +149,10 @@ class Channel:
         content: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
-        """POSTs through the one outgoing-HTTP wrapper; a failure becomes an AgentError naming the host only."""
+        """POSTs through the one outgoing-HTTP wrapper; a failure becomes an AgentError naming the host only.
+
+        A URL among the channel's secrets is sent as a secret: errors and telemetry show it redacted.
+        """
         timeout = float(self.config.get("timeout_seconds") or settings.NOTIFIER_TIMEOUT_SECONDS)
         retries = self.config.get("retries")
         try:
@@ -169,9 +165,10 @@ class Channel:
                 content=content,
                 headers=headers,
                 deadline=ctx.deadline,
+                secret="url" in self.secret_keys,
             )
         except http.TransportError as exc:
-            detail = str(exc).replace(url, redact(url))
+            # Not chained: the underlying exceptions hold the request, and with it the URL.
             raise AgentError(
-                f"{self.kind}: delivery failed: {detail}", permanent=exc.permanent, retry_after=exc.retry_after
+                f"{self.kind}: delivery failed: {exc}", permanent=exc.permanent, retry_after=exc.retry_after
             ) from None

@@ -322,6 +322,57 @@ def test_the_pinned_transport_connects_to_the_checked_address_and_keeps_the_host
         server.server_close()
 
 
+# Secret URLs ------------------------------------------------------------------------------------------
+
+SECRET_HOOK = "https://relay:pa55word@hooks.example.test:8443/services/T0/B0/tok3nXYZ?sig=s1gnatureXYZ"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        httpx.Response(404, text="no such hook: /services/T0/B0/tok3nXYZ?sig=s1gnatureXYZ"),
+        httpx.Response(500, text=f"upstream failed for {SECRET_HOOK}"),
+        httpx.ConnectError(f"cannot connect to {SECRET_HOOK}"),
+        httpx.ReadTimeout("timed out reading /services/T0/B0/tok3nXYZ"),
+    ],
+)
+def test_a_secret_url_appears_in_no_error(answer: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[httpx.Request] = []
+
+    def remote(request: httpx.Request, *, timeout: float) -> httpx.Response:
+        sent.append(request)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(http, "send", remote)
+    with pytest.raises(http.TransportError) as exc:
+        http.request("POST", SECRET_HOOK, deadline=time.monotonic() + 10, secret=True)
+    message = str(exc.value)
+    assert "https://hooks.example.test:8443/REDACTED" in message
+    assert not any(part in message for part in ("tok3nXYZ", "s1gnatureXYZ", "pa55word", "/services/"))
+    # The request itself is the real one, marked for telemetry to record it redacted.
+    assert str(sent[0].url) == SECRET_HOOK and sent[0].extensions[http.REDACT_URL] is True
+
+
+@pytest.mark.parametrize(
+    ("url", "redacted"),
+    [
+        ("https://hooks.slack.com/services/T0/B0/x", "https://hooks.slack.com/REDACTED"),
+        ("http://user:pw@[fd12::7]:9000/hook?token=x", "http://[fd12::7]:9000/REDACTED"),
+        ("not a url", "<url>"),
+    ],
+)
+def test_redact_keeps_only_scheme_host_and_port(url: str, redacted: str) -> None:
+    assert http.redact(url) == redacted
+
+
+def test_a_secret_url_refused_by_the_guard_is_not_shown(guarded: None, sent: list[httpx.Request]) -> None:
+    with pytest.raises(http.TransportError) as exc:
+        http.request("POST", "gopher://hooks.example.test/services/tok3nXYZ", secret=True)
+    assert "tok3nXYZ" not in str(exc.value) and sent == []
+
+
 # Retry-After --------------------------------------------------------------------------------------------
 
 
