@@ -147,6 +147,12 @@ def _number(where: str, value: Any, *, minimum: float, integer: bool = False) ->
     return value
 
 
+def _names(where: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(name, str) and name for name in value):
+        raise DefinitionError(f"{where}: must be a list of names")
+    return list(value)
+
+
 def normalise_node(where: str, raw: Any, position: int) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise DefinitionError(f"{where}: each node must be a mapping")
@@ -167,6 +173,19 @@ def normalise_node(where: str, raw: Any, position: int) -> dict[str, Any]:
         raise DefinitionError(f"{here}: approval timeout_action must be reject or approve")
     timeout = raw.get("timeout_seconds")
     approval_timeout = approval.get("timeout_seconds")
+    groups = _names(f"{here} approval.groups", approval.get("groups") or [])
+    users = _names(f"{here} approval.users", approval.get("users") or [])
+    required_approvals = int(
+        _number(f"{here} approval.required_approvals", approval.get("required_approvals", 1), minimum=1, integer=True)
+    )
+    if approval.get("required") and users and not groups and required_approvals > len(set(users)):
+        # Listed users without groups are the only ones who may decide, each counting once toward the quorum.
+        listed = ", ".join(sorted(set(users)))
+        raise DefinitionError(
+            f"{here} approval.required_approvals: {required_approvals} approvals needed but only "
+            f"{len(set(users))} user(s) may decide ({listed}) and no groups are listed, so the gate could "
+            "never be approved"
+        )
     return {
         "key": key,
         "name": str(raw.get("name", "")),
@@ -184,16 +203,9 @@ def normalise_node(where: str, raw: Any, position: int) -> dict[str, Any]:
         "backoff_jitter": _number(f"{here} retry.jitter", retry.get("jitter", 0.1), minimum=0),
         "timeout_seconds": None if timeout is None else _number(f"{here} timeout_seconds", timeout, minimum=0.01),
         "requires_approval": bool(approval.get("required", False)),
-        "approver_groups": list(approval.get("groups", [])),
-        "approver_users": list(approval.get("users", [])),
-        "required_approvals": int(
-            _number(
-                f"{here} approval.required_approvals",
-                approval.get("required_approvals", 1),
-                minimum=1,
-                integer=True,
-            )
-        ),
+        "approver_groups": groups,
+        "approver_users": users,
+        "required_approvals": required_approvals,
         "approval_timeout_seconds": None
         if approval_timeout is None
         else _number(f"{here} approval.timeout_seconds", approval_timeout, minimum=1),

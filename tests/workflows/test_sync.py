@@ -64,6 +64,17 @@ def test_a_changed_definition_bumps_the_version(tmp_path: Path) -> None:
         ),
         ("    - {key: a, agent: a-echo, retry: {max_attempts: 0}}\n", "node 'a' retry.max_attempts: 0 is below"),
         ("    - {key: a, agent: a-echo, colour: red}\n", "node 'a': unknown field(s) colour"),
+        (
+            "    - {key: a, agent: a-echo, approval: {required: true, users: [alice], required_approvals: 2}}\n",
+            "node 'a' approval.required_approvals: 2 approvals needed but only 1 user(s) may decide (alice) "
+            "and no groups are listed, so the gate could never be approved",
+        ),
+        (
+            "    - {key: a, agent: a-echo, approval: {required: true, users: [bo, al, bo], required_approvals: 3}}\n",
+            "node 'a' approval.required_approvals: 3 approvals needed but only 2 user(s) may decide (al, bo)",
+        ),
+        ("    - {key: a, agent: a-echo, approval: {required: true, users: alice}}\n", "approval.users: must be a list"),
+        ("    - {key: a, agent: a-echo, approval: {groups: [ops, 7]}}\n", "node 'a' approval.groups: must be a list"),
     ],
 )
 def test_invalid_definitions_are_refused_naming_file_and_node(tmp_path: Path, nodes: str, message: str) -> None:
@@ -74,6 +85,25 @@ def test_invalid_definitions_are_refused_naming_file_and_node(tmp_path: Path, no
     assert str(path) in str(exc.value)
     assert message in str(exc.value)
     assert not Workflow.objects.filter(slug="w").exists()
+
+
+@pytest.mark.parametrize(
+    "approval",
+    [
+        "{required: true, users: [alice, bob], required_approvals: 2}",
+        "{required: true, users: [alice], groups: [ops], required_approvals: 3}",
+        "{required: true, required_approvals: 5}",
+        "{required: false, users: [alice], required_approvals: 2}",
+    ],
+    ids=["enough-users", "groups-too", "everyone-with-the-permission", "gate-off"],
+)
+def test_a_quorum_that_can_be_reached_syncs(tmp_path: Path, approval: str) -> None:
+    write(tmp_path, "agents.yaml", AGENTS)
+    write(
+        tmp_path, "ok.yaml", f"workflow:\n  slug: w\n  nodes:\n    - {{key: a, agent: a-echo, approval: {approval}}}\n"
+    )
+    sync(tmp_path)
+    assert Workflow.objects.get(slug="w").nodes.get().required_approvals >= 2
 
 
 def test_a_bad_file_leaves_the_database_untouched(tmp_path: Path) -> None:
