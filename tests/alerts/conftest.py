@@ -1,4 +1,5 @@
-"""Posting alert payloads to /webhooks/grafana, and standing in for the remote services notifiers call."""
+"""Posting alert payloads to /webhooks/grafana, and the remote services notifiers call: a stand-in at
+agents.http.send, or a real HTTP server on loopback."""
 
 from __future__ import annotations
 

@@ -16,7 +16,8 @@ from django.contrib.auth.models import User
 from django.core import mail
 from django.test import Client
 
-from tests.alerts.conftest import Remote, fixture, post
+from config.env import parse_allowlist
+from tests.alerts.conftest import Loopback, Remote, fixture, post
 from tests.conftest import finish
 from workflows.models import RunStatus, WorkflowRun
 
@@ -24,25 +25,37 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def channels(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ALERT_SLACK_WEBHOOK_URL", "https://hooks.slack.test/services/T/B/x")
-    monkeypatch.setenv("ALERT_DISCORD_WEBHOOK_URL", "https://discord.test/api/webhooks/1/x")
+def channels(monkeypatch: pytest.MonkeyPatch, loopback: Loopback, settings: Any) -> Loopback:
+    """Every channel configured, the HTTP ones pointing at one loopback server that the guard lets through."""
+    settings.HTTP_ALLOW_PRIVATE_ADDRESSES = False
+    settings.HTTP_ALLOWED_PRIVATE_NETWORKS = parse_allowlist("HTTP_ALLOWED_PRIVATE_NETWORKS", "127.0.0.1")
+    monkeypatch.setenv("ALERT_SLACK_WEBHOOK_URL", loopback.url("/services/T/B/x"))
+    monkeypatch.setenv("ALERT_DISCORD_WEBHOOK_URL", loopback.url("/api/webhooks/1/x"))
     monkeypatch.setenv("ALERT_EMAIL_TO", "oncall@example.test")
-    monkeypatch.setenv("ALERT_WEBHOOK_URL", "https://receiver.test/hook")
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", loopback.url("/hook"))
     monkeypatch.setenv("ALERT_WEBHOOK_SECRET", "e2e-secret")
+    return loopback
 
 
-def test_a_grafana_alert_is_delivered_to_every_channel_once(synced: None, channels: None, remote: Remote) -> None:
+def test_a_grafana_alert_is_delivered_to_every_channel_once(synced: None, channels: Loopback) -> None:
     response = post(fixture("grafana_firing"))
     run = finish(WorkflowRun.objects.get(id=response.json()["workflowRunIds"][0]))
     assert run.status == RunStatus.SUCCESS, run.error
-    assert sorted(r.url.host for r in remote.requests) == ["discord.test", "hooks.slack.test", "receiver.test"]
+    received = {r.path: r for r in channels.received}
+    assert len(channels.received) == 3 and set(received) == {"/services/T/B/x", "/api/webhooks/1/x", "/hook"}
     run_url = f"https://cc.example.test/admin/workflows/workflowrun/{run.id}/change/"
-    slack = json.loads(remote.to("hooks.slack.test")[0].content)
+    slack = received["/services/T/B/x"].json()
     assert slack["blocks"][0]["text"]["text"] == ":red_circle: [FIRING] WorkflowFailureRate, AgentFailureSpike"
     assert {"type": "button", "text": {"type": "plain_text", "text": "Run"}, "url": run_url} in slack["blocks"][3][
         "elements"
     ]
+    (embed,) = received["/api/webhooks/1/x"].json()["embeds"]
+    assert embed["url"] == run_url and embed["title"].startswith("[FIRING] WorkflowFailureRate")
+    hook = received["/hook"]
+    signature = hmac.new(
+        b"e2e-secret", f"{hook.headers['X-CommandCenter-Timestamp']}:".encode() + hook.body, hashlib.sha256
+    ).hexdigest()
+    assert hook.headers["X-CommandCenter-Signature"] == signature and hook.json()["links"]["run"] == run_url
     (email,) = mail.outbox
     assert email.to == ["oncall@example.test"] and run_url in email.body
     outputs: dict[str, Any] = dict(run.steps.values_list("key", "output"))
