@@ -24,7 +24,7 @@ pytestmark = pytest.mark.django_db
 RUN_ID = "00000000-0000-4000-8000-0000000000d1"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 RUN_URL = f"https://cc.example.test/admin/workflows/workflowrun/{RUN_ID}/change/"
-ALERT = {
+ALERT: dict[str, Any] = {
     "title": "DiskFull",
     "status": "firing",
     "severity": "critical",

@@ -120,7 +120,8 @@ def test_a_gate_that_approves_on_timeout_lets_the_firing_run_finish_when_the_ale
     assert request.decision_comment == "alert resolved; timeout action: approve"
     firing = finish(firing)
     assert firing.status == RunStatus.SUCCESS
-    assert firing.steps.get(key="notify").output["delivered"] is True
+    output = firing.steps.get(key="notify").output
+    assert output is not None and output["delivered"] is True
 
 
 def test_resolving_leaves_finished_firing_runs_alone(check_webhook: Any) -> None:
