@@ -46,6 +46,7 @@ from django.utils.html import format_html
 
 from agents.models import Agent, AgentRun
 from approvals.models import ApprovalRequest
+from config.jsonsafe import unstorable
 from observability import links
 from workflows import runner, services
 from workflows.loader import DefinitionError, validate_graph
@@ -180,6 +181,10 @@ class TriggerForm(forms.Form):
             raise ValidationError(f"Not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).") from exc
         if not isinstance(value, dict):
             raise ValidationError(f"The context must be a JSON object, not {type(value).__name__}.")
+        # NaN, Infinity and NUL parse as JSON but PostgreSQL refuses them; say so here rather than fail on save.
+        problem = unstorable(value, "context")
+        if problem:
+            raise ValidationError(f"The context cannot be stored: {problem}.")
         return value
 
 

@@ -95,6 +95,24 @@ def test_trigger_now_refuses_a_context_that_is_not_a_json_object(operator_client
     assert not WorkflowRun.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("context", "error"),
+    [
+        ('{"threshold": NaN}', "context.threshold: non-finite number (NaN) not allowed"),
+        ('{"limits": [1, -Infinity]}', "context.limits[1]: non-finite number (-Infinity) not allowed"),
+        ('{"host": {"name": "web\\u00003"}}', "context.host.name: NUL character not allowed"),
+        ('{"a\\u0000b": 1}', 'context: NUL character not allowed in key "a\\u0000b"'),
+    ],
+)
+def test_trigger_now_refuses_a_context_the_database_cannot_store_naming_where(
+    operator_client, workflow, context, error
+):
+    response = operator_client.post(trigger_url(workflow), {"context": context})
+    assert response.status_code == 200
+    assert response.context["form"].errors["context"] == [f"The context cannot be stored: {error}."]
+    assert not WorkflowRun.objects.exists()
+
+
 def test_trigger_now_is_for_operators_only(viewer_client, operator_client, workflow):
     assert viewer_client.get(trigger_url(workflow)).status_code == 403
     assert viewer_client.post(trigger_url(workflow), {"context": "{}"}).status_code == 403
