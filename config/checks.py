@@ -19,9 +19,13 @@ def check_outgoing_guard(app_configs: Any = None, **kwargs: Any) -> list[Warning
     if settings.HTTP_ALLOW_PRIVATE_ADDRESSES:
         return [
             Warning(
-                "HTTP_ALLOW_PRIVATE_ADDRESSES is on: http and notifier agents may reach loopback, private and "
-                "link-local addresses (cloud metadata, the database, internal services).",
-                hint="Unset HTTP_ALLOW_PRIVATE_ADDRESSES in production.",
+                "HTTP_ALLOW_PRIVATE_ADDRESSES is on: http and notifier agents may reach every loopback, private "
+                "and link-local address (cloud metadata, the database, internal services).",
+                hint=(
+                    "Unset HTTP_ALLOW_PRIVATE_ADDRESSES in production and list only the private destinations "
+                    "agents and notifiers need in HTTP_ALLOWED_PRIVATE_NETWORKS (CIDRs, addresses, host names, "
+                    "e.g. 10.20.0.0/16,alerts-relay.internal)."
+                ),
                 id="commandcenter.W001",
             )
         ]

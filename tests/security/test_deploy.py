@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from config.checks import check_outgoing_guard
+
 ROOT = Path(settings.BASE_DIR)
 
 PRODUCTION = {
@@ -71,6 +73,16 @@ def test_check_deploy_flags_each_weakened_setting() -> None:
     assert result.returncode != 0
     output = result.stderr + result.stdout
     assert [check_id for _, check_id in WEAKENED.values() if check_id not in output] == []
+
+
+def test_the_private_address_warning_points_to_the_narrower_allowlist(settings) -> None:
+    settings.HTTP_ALLOW_PRIVATE_ADDRESSES = True
+    [warning] = check_outgoing_guard()
+    assert warning.id == "commandcenter.W001"
+    assert warning.hint is not None
+    assert "HTTP_ALLOWED_PRIVATE_NETWORKS" in warning.hint
+    settings.HTTP_ALLOW_PRIVATE_ADDRESSES = False
+    assert check_outgoing_guard() == []
 
 
 @pytest.mark.parametrize(("hosts", "expected"), [("", "commandcenter.E001"), ("*", "commandcenter.W003")])
