@@ -218,6 +218,13 @@ LOGGING = {
     "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
     "loggers": {
+        # Django's own defaults (django.utils.log.DEFAULT_LOGGING, applied before this) give "django" a
+        # plain-text stderr handler with DEBUG on (and mail_admins, idle without ADMINS) and "django.server"
+        # (runserver's request lines) a stderr handler that does not propagate. Without handlers of their own,
+        # django.* (django.request, django.tasks, ...) reach stdout once, through the root's handler, as
+        # django_tasks_db and every other library does; the level is LOG_LEVEL like everything else.
+        "django": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
+        "django.server": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
         "django.db.backends": {"level": "INFO"},
         # httpx logs every request with its full URL at INFO; a notifier's webhook URL is a secret.
         "httpx": {"level": "WARNING"},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,11 +22,24 @@ def _encodable(value: Any) -> Any:
     return value
 
 
+def _peer(sock: socket.socket) -> str:
+    """The address at the other end of ``sock``, as host:port; runserver's request lines carry the socket."""
+    try:
+        peer = sock.getpeername()
+    except OSError:  # closed, or never connected
+        return repr(sock)
+    if not isinstance(peer, tuple):  # not an IP socket
+        return repr(sock)
+    host, port = peer[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class JsonFormatter(logging.Formatter):
     """Every record is one line of strict JSON (no NaN or Infinity, which Loki and most readers refuse).
 
-    Values JSON has no type for become strings; a value it cannot hold at all (NaN, a mapping with tuple
-    keys, a cycle) is written as its ``repr`` rather than losing the record.
+    Values JSON has no type for become strings (a socket, as django.server's ``request`` is, becomes the
+    address of its client); a value it cannot hold at all (NaN, a mapping with tuple keys, a cycle) is
+    written as its ``repr`` rather than losing the record.
     """
 
     def format(self, record: logging.LogRecord) -> str:
@@ -41,7 +55,7 @@ class JsonFormatter(logging.Formatter):
             entry["span_id"] = format(span.span_id, "016x")
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("otel"):
-                entry[key] = value
+                entry[key] = _peer(value) if isinstance(value, socket.socket) else value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         if record.stack_info:

@@ -54,14 +54,25 @@ def service_env(**extra: str) -> dict[str, str]:
 class Process:
     """A child process whose output goes to a file, shown when a test needs it."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str]) -> None:
+    def __init__(self, name: str, args: list[str], env: dict[str, str], *, stderr_apart: bool = False) -> None:
         self.name = name
         self.env = env
         self.log = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)  # noqa: SIM115
-        self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.err = (
+            tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".err", delete=False)  # noqa: SIM115
+            if stderr_apart
+            else None
+        )
+        self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.log, stderr=self.err or subprocess.STDOUT)
 
     def output(self) -> str:
+        """stdout, with stderr in it unless the process was started with ``stderr_apart``."""
         return Path(self.log.name).read_text(errors="replace")
+
+    def errors(self) -> str:
+        """stderr of a process started with ``stderr_apart``."""
+        assert self.err is not None, f"{self.name} was started with stderr merged into stdout"
+        return Path(self.err.name).read_text(errors="replace")
 
     def stop(self, timeout: float = 15.0) -> float:
         """SIGTERM, then wait; returns how long the process took to exit."""
@@ -95,15 +106,15 @@ def start_gunicorn(port: int, env: dict[str, str], workers: int = 2) -> Process:
     return proc
 
 
-def start_runserver(port: int, env: dict[str, str]) -> Process:
+def start_runserver(port: int, env: dict[str, str], *, stderr_apart: bool = False) -> Process:
     args = [PYTHON, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload", "--skip-checks"]
-    proc = Process("runserver", args, env)
+    proc = Process("runserver", args, env, stderr_apart=stderr_apart)
     wait_http(f"http://127.0.0.1:{port}/healthz", proc)
     return proc
 
 
-def start_worker(env: dict[str, str]) -> Process:
-    return Process("worker", [PYTHON, "manage.py", "worker", "--interval", "0.2"], env)
+def start_worker(env: dict[str, str], *, stderr_apart: bool = False) -> Process:
+    return Process("worker", [PYTHON, "manage.py", "worker", "--interval", "0.2"], env, stderr_apart=stderr_apart)
 
 
 def wait_http(url: str, proc: Process, timeout: float = 30.0) -> None:

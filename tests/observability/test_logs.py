@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import socket
 import sys
 import uuid
 from collections.abc import Iterator
@@ -112,6 +113,18 @@ def test_a_stack_requested_with_the_record_is_kept() -> None:
     assert entry["stack"].startswith("Stack (most recent call last):")
 
 
+def test_a_socket_is_written_as_the_address_of_its_client() -> None:
+    # runserver's request lines (django.server) carry the connection's socket as "request".
+    with socket.create_server(("127.0.0.1", 0)) as server, socket.create_connection(server.getsockname()) as client:
+        client_port = client.getsockname()[1]
+        connection, _ = server.accept()
+        with connection:
+            entry = _strict(JsonFormatter().format(_record(extra={"request": connection})))
+    assert entry["request"] == f"127.0.0.1:{client_port}"
+    closed = _strict(JsonFormatter().format(_record(extra={"request": connection})))
+    assert closed["request"].startswith("<socket.socket")
+
+
 @pytest.mark.parametrize(
     "value",
     [
@@ -142,7 +155,7 @@ def test_the_services_log_lines_carry_the_runs_trace_and_span_ids(service: Servi
     trigger = next(s for s in spans if s.span_id == workflow.parent_span_id)
 
     def json_lines(output: str) -> list[dict[str, Any]]:
-        # With DEBUG on, Django also writes its own loggers in plain text to stderr, which Process merges in.
+        # runserver's banner is plain text on stdout (test_log_streams.py: every log line is JSON).
         return [_strict(line) for line in output.splitlines() if line.startswith("{")]
 
     web = [e for e in json_lines(service.web.output()) if e.get("run_id") == run["id"]]
