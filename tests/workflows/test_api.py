@@ -214,6 +214,20 @@ def test_a_token_without_the_scope_is_403(synced: None, operator: User) -> None:
     assert response.status_code == 403 and "'trigger' scope" in response.json()["detail"]
 
 
+def test_the_scope_is_checked_before_the_workflow_is_looked_up(synced: None, operator: User) -> None:
+    _, value = ApiToken.issue(operator, scopes=("read",))
+    response = ApiClient(value).post("/api/workflows/nope/trigger", {"context": {}})
+    assert response.status_code == 403 and "'trigger' scope" in response.json()["detail"]
+
+
+def test_a_body_that_breaks_the_schema_is_422_before_the_scope_is_checked(synced: None, operator: User) -> None:
+    _, value = ApiToken.issue(operator, scopes=("read",))
+    response = ApiClient(value).post(TRIGGER, raw=b'{"ctx": {}}')
+    assert response.status_code == 422
+    assert errors(response) == [(["body", "payload", "ctx"], "Extra inputs are not permitted")]
+    assert not WorkflowRun.objects.exists()
+
+
 def test_a_staff_session_may_use_the_api(synced: None, operator: User) -> None:
     from django.test import Client
 
