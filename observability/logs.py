@@ -23,11 +23,14 @@ def _encodable(value: Any) -> Any:
 
 
 def _peer(sock: socket.socket) -> str:
-    """The address at the other end of ``sock``, as host:port; runserver's request lines carry the socket."""
+    """The address at the other end of ``sock``, as host:port; runserver's request lines carry the socket.
+
+    runserver logs a request after answering it; a client that has already reset the connection by then has no
+    address any more, and is written as "disconnected"."""
     try:
         peer = sock.getpeername()
-    except OSError:  # closed, or never connected
-        return repr(sock)
+    except OSError:  # reset by the client, closed, or never connected
+        return "disconnected"
     if not isinstance(peer, tuple):  # not an IP socket
         return repr(sock)
     host, port = peer[:2]

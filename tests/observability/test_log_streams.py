@@ -85,7 +85,10 @@ def test_the_web_and_the_worker_write_each_log_line_once_as_json_on_stdout(commi
     assert served["GET /nowhere HTTP/1.1"] == 1, records
     not_found = [r for r in records if r["logger"] == "django.request"]
     assert [(r["message"], r["status_code"]) for r in not_found] == [("Not Found: /nowhere", 404)]
-    assert {r["request"].rsplit(":", 1)[0] for r in records if r["logger"] == "django.server"} == {"127.0.0.1"}
+    # The socket runserver passes along is written as its client's address (or "disconnected" when the client
+    # reset the connection before runserver logged the request), never as the socket's repr.
+    clients = {r["request"].rsplit(":", 1)[0] for r in records if r["logger"] == "django.server"}
+    assert clients and clients <= {"127.0.0.1", "disconnected"}, clients
 
     # The worker writes nothing but log records: every line is JSON, and django.tasks' state lines are there
     # once each: every task the worker took is RUNNING once and SUCCESSFUL once.

@@ -122,7 +122,22 @@ def test_a_socket_is_written_as_the_address_of_its_client() -> None:
             entry = _strict(JsonFormatter().format(_record(extra={"request": connection})))
     assert entry["request"] == f"127.0.0.1:{client_port}"
     closed = _strict(JsonFormatter().format(_record(extra={"request": connection})))
-    assert closed["request"].startswith("<socket.socket")
+    assert closed["request"] == "disconnected"
+
+
+def test_a_socket_whose_client_reset_the_connection_is_written_as_disconnected() -> None:
+    # runserver logs a request after answering it, by which time the client may have reset the connection.
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        connection, _ = server.accept()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        client.close()  # linger 0: a reset, not a graceful close
+        with connection:
+            connection.settimeout(5)
+            with pytest.raises(ConnectionResetError):
+                connection.recv(1)
+            entry = _strict(JsonFormatter().format(_record(extra={"request": connection})))
+    assert entry["request"] == "disconnected"
 
 
 @pytest.mark.parametrize(
