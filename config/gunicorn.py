@@ -2,11 +2,14 @@
 
 Environment: GUNICORN_BIND (default 0.0.0.0:9002), WEB_CONCURRENCY (worker processes, default 2),
 GUNICORN_THREADS (threads per worker, default 4), GUNICORN_TIMEOUT (seconds, default 30) and
-PROMETHEUS_MULTIPROC_DIR (default var/prometheus-multiproc).
+PROMETHEUS_MULTIPROC_DIR (default var/prometheus-multiproc); LOG_FORMAT and LOG_LEVEL as for the service.
 
 OpenTelemetry is set up in each worker after the fork (post_fork): exporter threads and gRPC channels do
 not survive a fork, so nothing telemetry-related is created in the master. django-prometheus runs in
 prometheus_client's multiprocess mode so that /metrics adds up every worker, whichever one serves it.
+
+gunicorn's own lines (starting, booting and exiting workers, signals, errors) go to stdout in the service's
+log format, JSON or text, like every other line, instead of to stderr in gunicorn's.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import os
 import shutil
 from pathlib import Path
 from typing import Any
+
+from config.env import envbool, envchoice
 
 _BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -28,6 +33,30 @@ preload_app = False
 accesslog = None
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+# --- Logging: gunicorn's own lines in the service's format, on stdout ------------------------------------
+# The master never loads Django settings, so LOG_LEVEL and LOG_FORMAT are read here by settings.py's rule.
+loglevel = envchoice("LOG_LEVEL", "info", ("debug", "info", "warning", "error"))
+_LOG_FORMAT = envchoice("LOG_FORMAT", "text" if envbool("DEBUG", False) else "json", ("json", "text"))
+
+# gunicorn updates its defaults (glogging.CONFIG_DEFAULTS) with this one top-level key at a time, so each key
+# given replaces gunicorn's whole entry, its stderr handler and plain-text format included. gunicorn.error
+# has its own handler and does not propagate: its lines are written once, in the master and in each worker,
+# before and after Django's LOGGING takes the root logger over there (LOGGING leaves gunicorn.* alone). Its
+# level is loglevel. The formatters are settings.LOGGING's; observability.logs imports only the OpenTelemetry
+# API, neither Django settings nor anything that sets telemetry up. gunicorn.access is left as gunicorn sets
+# it up (no handler with accesslog None, no propagation), so there is still no access log.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "json": {"()": "observability.logs.JsonFormatter"},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": _LOG_FORMAT}},
+    "root": {"handlers": ["stdout"], "level": loglevel.upper()},
+    "loggers": {"gunicorn.error": {"handlers": ["stdout"], "propagate": False}},
+}
 
 # Must be in the environment before prometheus_client is first imported (in the workers).
 _multiproc_dir = Path(
