@@ -1,7 +1,8 @@
 """gunicorn settings for the web tier: ``gunicorn -c config/gunicorn.py config.wsgi``.
 
 Environment: GUNICORN_BIND (default 0.0.0.0:9002), WEB_CONCURRENCY (worker processes, default 2),
-GUNICORN_THREADS (threads per worker, default 4), GUNICORN_TIMEOUT (seconds, default 30) and
+GUNICORN_THREADS (threads per worker, default 4), GUNICORN_TIMEOUT (seconds, default 30),
+GUNICORN_CONTROL_SOCKET (path of gunicorn's control socket; none unless set) and
 PROMETHEUS_MULTIPROC_DIR (default var/prometheus-multiproc); LOG_FORMAT and LOG_LEVEL as for the service.
 
 OpenTelemetry is set up in each worker after the fork (post_fork): exporter threads and gRPC channels do
@@ -33,6 +34,10 @@ preload_app = False
 accesslog = None
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# gunicorn's control socket defaults to one path per user ($XDG_RUNTIME_DIR or ~/.gunicorn/gunicorn.ctl), which
+# every master on the host would share; it is opened only where GUNICORN_CONTROL_SOCKET names a path of its own.
+control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET", "")
+control_socket_disable = not control_socket
 
 # --- Logging: gunicorn's own lines in the service's format, on stdout ------------------------------------
 # The master never loads Django settings, so LOG_LEVEL and LOG_FORMAT are read here by settings.py's rule.

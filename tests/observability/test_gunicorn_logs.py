@@ -48,6 +48,8 @@ def assert_gunicorn_said_each_once(messages: list[str]) -> None:
     assert said["Worker exiting (pid: N)"] == WORKERS, messages
     assert said["Handling signal: term"] == 1, messages
     assert said["Shutting down: Master"] == 1, messages
+    # No control socket unless GUNICORN_CONTROL_SOCKET names one: the default path is shared by every master.
+    assert not [m for m in messages if "ontrol socket" in m], messages
     booted = {m.rsplit(" ", 1)[1] for m in messages if m.startswith("Booting worker")}
     exited = {m.rsplit(" ", 1)[1].rstrip(")") for m in messages if m.startswith("Worker exiting")}
     assert booted == exited and len(booted) == WORKERS, messages
