@@ -89,6 +89,7 @@ def main() -> int:
         "api_concurrency": 16,
         "api_seconds": 2 if quick else 5,
         "api_rounds": 1 if quick else 6,
+        "cost_requests": (3, 8) if quick else (20, 60),
         "web_memory_requests": 200 if quick else 10_000,
         "limit_runs": 30 if quick else 300,
         "pgbench_seconds": 3 if quick else 10,
@@ -185,6 +186,17 @@ def _api(ctx: Context) -> dict[str, Any]:
     )
 
 
+def _api_cost(ctx: Context) -> dict[str, Any]:
+    import shutil
+
+    from bench import cost
+
+    if not shutil.which("valgrind") and "api_cost" not in ctx.explicit:
+        return {"skipped": "needs valgrind (apt-get install -y valgrind)"}
+    small, large = ctx.sizes["cost_requests"]
+    return cost.instructions(ctx.env_off(), ctx.env_on(), small=small, large=large)
+
+
 def _web_memory(ctx: Context) -> dict[str, Any]:
     from bench import api
 
@@ -221,6 +233,7 @@ SECTIONS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "idle_latency": _ours("idle_latency"),
     "worker_memory": _ours("worker_memory"),
     "api": _api,
+    "api_cost": _api_cost,
     "web_memory": _web_memory,
     "limit": _limit,
     "peers": _peers,
@@ -298,6 +311,17 @@ def report(results: dict[str, Any]) -> str:
             f"{_f(a['off']['web_cpu_ms_per_request'], 2)} / {_f(a['on']['web_cpu_ms_per_request'], 2)};"
             f" {_f(a['cpu_on_off_ratio'])}",
         )
+    if "api_cost" in results and "skipped" in results["api_cost"]:
+        t.note(f"api_cost: {results['api_cost']['skipped']}")
+    elif "api_cost" in results:
+        c = results["api_cost"]
+        per = c["instructions_per_request"]
+        t.row(
+            "API trigger instructions/request off / on / sampled (M)",
+            f"{per['off'] / 1e6:.2f} / {per['on'] / 1e6:.2f} / {per['sampled'] / 1e6:.2f}",
+        )
+        t.row("  telemetry on/off, every request traced (CPU ratio)", _f(c["ratio_on"]), ">= 0.85", _load(c))
+        t.row(f"  telemetry on/off, traces sampled at {c['sampled_ratio']} (CPU ratio)", _f(c["ratio_sampled"]))
     if "web_memory" in results:
         w = results["web_memory"]
         t.row(
