@@ -20,6 +20,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from gunicorn import glogging
+
 from config.env import envbool, envchoice
 
 _BASE_DIR = Path(__file__).resolve().parent.parent
@@ -62,6 +64,19 @@ logconfig_dict = {
     "root": {"handlers": ["stdout"], "level": loglevel.upper()},
     "loggers": {"gunicorn.error": {"handlers": ["stdout"], "propagate": False}},
 }
+
+
+class QuietAccessLogger(glogging.Logger):
+    """gunicorn's logger, with the access log on only when ``accesslog`` is set: with ``logconfig_dict`` given
+    (for the lines above), gunicorn would otherwise build an access record for every request, from every
+    header and WSGI environ entry, and hand it to a logger with no handler."""
+
+    @property
+    def access_log_enabled(self) -> bool:
+        return bool(self.cfg.accesslog)
+
+
+logger_class = QuietAccessLogger
 
 # Must be in the environment before prometheus_client is first imported (in the workers).
 _multiproc_dir = Path(

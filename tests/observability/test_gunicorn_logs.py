@@ -4,11 +4,13 @@ each on stdout in the service's log format, JSON or text as LOG_FORMAT says, and
 from __future__ import annotations
 
 import re
+import runpy
 import subprocess
 import tempfile
 from collections import Counter
 
 import pytest
+from gunicorn.config import Config
 
 from tests.observability.procs import PYTHON, ROOT, Process, free_port, http, service_env, wait_http
 from tests.observability.test_log_streams import lines, strict_json
@@ -99,3 +101,18 @@ print(" ".join(sorted(sys.modules)), threading.active_count(), file=sys.stderr)
     assert not [m for m in modules if m.startswith(("config.settings", "django.conf", "opentelemetry.sdk"))]
     assert "observability.otel" not in modules
     assert threads == "1"
+
+
+@pytest.mark.parametrize(("accesslog", "enabled"), [(None, False), ("-", True)])
+def test_gunicorn_builds_access_records_only_when_an_access_log_is_configured(
+    accesslog: str | None, enabled: bool
+) -> None:
+    # logconfig_dict alone would make gunicorn build (and drop) an access record for every request.
+    settings = runpy.run_path(str(ROOT / "config" / "gunicorn.py"))
+    cfg = Config()
+    cfg.set("logconfig_dict", settings["logconfig_dict"])
+    cfg.set("logger_class", settings["logger_class"])
+    cfg.set("accesslog", accesslog)
+    logger = cfg.logger_class(cfg)
+
+    assert logger.access_log_enabled is enabled
