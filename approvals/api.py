@@ -15,7 +15,7 @@ from pydantic import ConfigDict, field_validator, model_validator
 from approvals import services
 from approvals.models import ApprovalDecision, ApprovalRequest
 from config.api import ErrorOut, Pagination, require_scope, with_errors
-from config.jsonsafe import unstorable
+from config.jsonsafe import json_object, unstorable
 
 router = Router(tags=["approvals"])
 
@@ -38,11 +38,7 @@ class DecisionIn(Schema):
     @model_validator(mode="before")
     @classmethod
     def an_object(cls, data: Any) -> Any:
-        if hasattr(data, "_obj"):  # ninja's DjangoGetter around the parsed body
-            data = data._obj
-        if not isinstance(data, dict):
-            raise ValueError('the request body must be a JSON object, e.g. {"comment": "..."}')
-        return data
+        return json_object(data, 'e.g. {"comment": "..."}')
 
     @field_validator("comment")
     @classmethod

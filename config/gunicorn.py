@@ -23,6 +23,7 @@ from typing import Any
 from gunicorn import glogging
 
 from config.env import envbool, envchoice
+from observability.logs import stdout_logging
 
 _BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -54,14 +55,7 @@ _LOG_FORMAT = envchoice("LOG_FORMAT", "text" if envbool("DEBUG", False) else "js
 # API, neither Django settings nor anything that sets telemetry up. gunicorn.access is left as gunicorn sets
 # it up (no handler with accesslog None, no propagation), so there is still no access log.
 logconfig_dict = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "json": {"()": "observability.logs.JsonFormatter"},
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-    },
-    "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": _LOG_FORMAT}},
-    "root": {"handlers": ["stdout"], "level": loglevel.upper()},
+    **stdout_logging(_LOG_FORMAT, loglevel),
     "loggers": {"gunicorn.error": {"handlers": ["stdout"], "propagate": False}},
 }
 

@@ -51,3 +51,15 @@ def unstorable(value: Any, where: str) -> str | None:
         elif isinstance(item, list | tuple):
             todo.extend(reversed([(f"{path}[{i}]", child) for i, child in enumerate(item)]))
     return None
+
+
+def json_object(data: Any, expected: str) -> Any:
+    """A request body schema's "before" check: the parsed body, or ValueError if it is not a JSON object.
+
+    ``expected`` completes the message "the request body must be a JSON object ...", e.g. "with 'context'".
+    """
+    if hasattr(data, "_obj"):  # ninja's DjangoGetter around the parsed body
+        data = data._obj
+    if not isinstance(data, dict):
+        raise ValueError(f"the request body must be a JSON object {expected}")
+    return data

@@ -10,6 +10,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import envallowlist, envbool, envchoice, envfloat, envint, envlist, envsecret, envstr, envurl
+from observability.logs import stdout_logging
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(envstr("VAR_DIR", str(BASE_DIR / "var")))
@@ -209,14 +210,7 @@ with contextlib.suppress(OSError):  # whitenoise serves from here; collectstatic
 LOG_LEVEL = envchoice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper()
 LOG_FORMAT = envchoice("LOG_FORMAT", "json" if not DEBUG else "text", ("json", "text"))
 LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "json": {"()": "observability.logs.JsonFormatter"},
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-    },
-    "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": LOG_FORMAT}},
-    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
+    **stdout_logging(LOG_FORMAT, LOG_LEVEL),
     "loggers": {
         # Django's own defaults (django.utils.log.DEFAULT_LOGGING, applied before this) give "django" a
         # plain-text stderr handler with DEBUG on (and mail_admins, idle without ADMINS) and "django.server"

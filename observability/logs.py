@@ -67,3 +67,20 @@ class JsonFormatter(logging.Formatter):
             return json.dumps(entry, default=str, allow_nan=False)
         except (TypeError, ValueError, RecursionError):
             return json.dumps({key: _encodable(value) for key, value in entry.items()}, default=str)
+
+
+def stdout_logging(log_format: str, level: str) -> dict[str, Any]:
+    """The dictConfig both Django's LOGGING and gunicorn's logconfig_dict start from: every line on stdout, in
+    ``log_format`` ("json" through JsonFormatter, or "text"), the root logger at ``level``."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "json": {"()": "observability.logs.JsonFormatter"},
+            "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        },
+        "handlers": {
+            "stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": log_format}
+        },
+        "root": {"handlers": ["stdout"], "level": level.upper()},
+    }

@@ -11,7 +11,7 @@ from ninja.pagination import paginate
 from pydantic import ConfigDict, ValidationInfo, field_validator, model_validator
 
 from config.api import ErrorOut, Pagination, require_scope, with_errors
-from config.jsonsafe import unstorable
+from config.jsonsafe import json_object, unstorable
 from workflows import runner, services
 from workflows.models import RunStatus, TriggerSource, Workflow, WorkflowRun
 
@@ -33,11 +33,7 @@ class TriggerIn(Schema):
     @model_validator(mode="before")
     @classmethod
     def an_object(cls, data: Any) -> Any:
-        if hasattr(data, "_obj"):  # ninja's DjangoGetter around the parsed body
-            data = data._obj
-        if not isinstance(data, dict):
-            raise ValueError("the request body must be a JSON object with 'context' (or 'contextJson')")
-        return data
+        return json_object(data, "with 'context' (or 'contextJson')")
 
     @field_validator("context", "contextJson")
     @classmethod
