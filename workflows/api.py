@@ -70,7 +70,12 @@ class RunOut(Schema):
     duration_seconds: float | None
     error: str
     trace_id: str
+    rerun_of: uuid.UUID | None = Field(None, description="The run this one re-runs, if it is a re-run.")
     links: Links
+
+    @staticmethod
+    def resolve_rerun_of(run: WorkflowRun) -> uuid.UUID | None:
+        return run.rerun_of_id
 
     @staticmethod
     def resolve_workflow(run: WorkflowRun) -> str:
@@ -262,6 +267,17 @@ def retry_run(request: HttpRequest, run_id: uuid.UUID) -> WorkflowRun:
     run = run_or_404(run_id)
     runner.retry_run(run, actor=_actor(request))
     return run
+
+
+@router.post(
+    "/runs/{run_id}/rerun",
+    response=with_errors({202: RunOut, 404: ErrorOut, 409: ErrorOut}),
+    summary="Start a new run of the same workflow with the same context, linked to this one",
+)
+def rerun_run(request: HttpRequest, run_id: uuid.UUID) -> Status:
+    require_scope(request, "trigger")
+    new_run = services.rerun(run_or_404(run_id), user=request.user)
+    return Status(202, new_run)
 
 
 @router.get("/workflows", response=with_errors({200: list[WorkflowOut]}), summary="List workflows")

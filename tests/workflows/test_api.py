@@ -270,6 +270,7 @@ def test_unknown_and_malformed_run_ids(synced: None, api: ApiClient) -> None:
         api.get(f"/api/runs/{missing}"),
         api.post(f"/api/runs/{missing}/cancel"),
         api.post(f"/api/runs/{missing}/retry"),
+        api.post(f"/api/runs/{missing}/rerun"),
     ):
         assert response.status_code == 404
         assert response.json() == {"detail": f"run {missing} not found"}
@@ -291,6 +292,26 @@ def test_retry_a_failed_run_and_refuse_retrying_a_running_one(synced: None, api:
     assert run.status == RunStatus.FAILED
     response = api.post(f"/api/runs/{run_id}/retry")
     assert response.status_code == 200 and response.json()["status"] == "RUNNING"
+
+
+def test_rerun_starts_a_new_run_with_the_same_context_linked_to_the_first(synced: None, api: ApiClient) -> None:
+    first = api.post(TRIGGER, {"context": {"host": "db-1", "n": [1, 2]}}).json()
+    assert first["rerun_of"] is None
+    response = api.post(f"/api/runs/{first['id']}/rerun")
+
+    assert response.status_code == 202, response.content
+    again = response.json()
+    assert again["id"] != first["id"] and again["rerun_of"] == first["id"] and again["trigger"] == "rerun"
+    rerun = WorkflowRun.objects.get(id=again["id"])
+    assert rerun.context == {"host": "db-1", "n": [1, 2]} and rerun.triggered_by is not None
+    assert api.get(f"/api/runs/{again['id']}").json()["rerun_of"] == first["id"]
+
+
+def test_rerun_of_a_disabled_workflow_is_409(synced: None, api: ApiClient) -> None:
+    run_id = api.post(TRIGGER, {"context": {}}).json()["id"]
+    Workflow.objects.filter(slug="scan-and-notify").update(enabled=False)
+    response = api.post(f"/api/runs/{run_id}/rerun")
+    assert response.status_code == 409 and "disabled" in response.json()["detail"]
 
 
 def test_workflows_are_listed_and_described(synced: None, api: ApiClient) -> None:
