@@ -317,11 +317,12 @@ def report(results: dict[str, Any]) -> str:
         c = results["api_cost"]
         per = c["instructions_per_request"]
         t.row(
-            "API trigger instructions/request off / on / sampled (M)",
-            f"{per['off'] / 1e6:.2f} / {per['on'] / 1e6:.2f} / {per['sampled'] / 1e6:.2f}",
+            "API trigger instr./request off/on/sampled/untraced (M)",
+            " / ".join(f"{per[mode] / 1e6:.2f}" for mode in ("off", "on", "sampled", "untraced")),
         )
         t.row("  telemetry on/off, every request traced (CPU ratio)", _f(c["ratio_on"]), ">= 0.85", _load(c))
         t.row(f"  telemetry on/off, traces sampled at {c['sampled_ratio']} (CPU ratio)", _f(c["ratio_sampled"]))
+        t.row("  telemetry on/off, no trace recorded (CPU ratio)", _f(c["ratio_untraced"]))
     if "web_memory" in results:
         w = results["web_memory"]
         t.row(

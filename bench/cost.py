@@ -17,7 +17,8 @@ not per request, so only their recording is counted.
 
 Modes: ``off`` (OTEL_SDK_DISABLED=true), ``on`` (every request traced; metrics and logs), ``sampled``
 (``parentbased_traceidratio`` at 0.1 for requests that arrive without a trace context; metrics and logs as
-``on``). Needs valgrind (Debian package ``valgrind``).
+``on``), ``untraced`` (``always_off``: no span recorded; metrics and logs as ``on``). Needs valgrind
+(Debian package ``valgrind``).
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def instructions(env_off: dict[str, str], env_on: dict[str, str], *, small: int,
             "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
             "OTEL_TRACES_SAMPLER_ARG": SAMPLED_RATIO,
         },
+        # No trace recorded at all: what metrics, logs and the instrumentation's own work cost.
+        "untraced": {**env_on, **BATCHING, "OTEL_TRACES_SAMPLER": "always_off"},
     }
     from bench.api import issue_token
 
@@ -72,6 +75,7 @@ def instructions(env_off: dict[str, str], env_on: dict[str, str], *, small: int,
         # Requests per unit of CPU, on relative to off: the web tier's throughput ratio where CPU bounds it.
         "ratio_on": round(off / per_request["on"], 3),
         "ratio_sampled": round(off / per_request["sampled"], 3),
+        "ratio_untraced": round(off / per_request["untraced"], 3),
     }
 
 
