@@ -24,6 +24,7 @@ REQUIRED_SCOPE = {
     ("GET", "/api/runs/{run_id}"): "read",
     ("POST", "/api/runs/{run_id}/cancel"): "trigger",
     ("POST", "/api/runs/{run_id}/retry"): "trigger",
+    ("POST", "/api/runs/{run_id}/rerun"): "trigger",
     ("GET", "/api/workflows"): "read",
     ("GET", "/api/workflows/{slug}"): "read",
     ("GET", "/api/approvals"): "read",
@@ -130,7 +131,7 @@ def test_a_read_only_token_cannot_change_anything(operator: Any, synced: None) -
     _, value = ApiToken.issue(operator, scopes=("read",))
     client = ApiClient(value)
     changing = [(m, p) for (m, p), s in REQUIRED_SCOPE.items() if m != "GET"]
-    assert {p.rsplit("/", 1)[-1] for _, p in changing} == {"trigger", "cancel", "retry", "approve", "reject"}
+    assert {p.rsplit("/", 1)[-1] for _, p in changing} == {"trigger", "cancel", "retry", "rerun", "approve", "reject"}
     for method, path in changing:
         assert call(client, method, path).status_code == 403, (method, path)
     from workflows.models import WorkflowRun
