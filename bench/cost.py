@@ -23,6 +23,7 @@ Modes: ``off`` (OTEL_SDK_DISABLED=true), ``on`` (every request traced; metrics a
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -83,22 +84,17 @@ def _measure(env: dict[str, str], *, small: int, large: int) -> dict[int, int]:
     """Runs one process per count side by side under callgrind; returns each one's measured instructions."""
     out_dir = Path(tempfile.mkdtemp(prefix="bench-cost-"))
     procs = {}
-    for n in (small, large):
-        procs[n] = subprocess.Popen(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={out_dir}/{n}.%p",
-                PYTHON,
-                "-m",
-                "bench.cost",
-                str(n),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=open(out_dir / f"{n}.log", "wb"),  # noqa: SIM115 - closed with the process
-        )
+    with contextlib.ExitStack() as logs:
+        for n in (small, large):
+            callgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_dir}/{n}.%p"]
+            procs[n] = subprocess.Popen(
+                [*callgrind, PYTHON, "-m", "bench.cost", str(n)],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=logs.enter_context(open(out_dir / f"{n}.log", "wb")),
+            )
+            # the child has its own copy of the descriptor; ours closes when both are started
     counts = {}
     for n, proc in procs.items():
         if proc.wait() != 0:
