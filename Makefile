@@ -19,10 +19,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 install: $(VENV)/.installed ## Create .venv and install the service with its development tools
 
+test-deps: ## Install the Debian programs the tests drive (prometheus, alertmanager, chromium), or say how
+	@scripts/install-test-deps
+
 run: install ## Quick start on SQLite: migrate, sync demo workflows, admin user, web on :9002 + one worker
 	@scripts/quickstart $(PORT)
 
-test: install ## Run the whole test suite against PostgreSQL (DATABASE_URL, default 127.0.0.1:5432)
+test: install test-deps ## Run the whole test suite against PostgreSQL (DATABASE_URL, default 127.0.0.1:5432)
 	@scripts/with-test-db $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install ## ruff (format check + lint), Django checks, migrations up to date
@@ -45,4 +48,4 @@ bench: install ## Benchmark (table + var/bench/results.json); BENCH_ARGS=--quick
 clean: ## Remove the virtualenv and local state (SQLite database, logs)
 	rm -rf $(VENV) var
 
-.PHONY: help install run test lint typecheck lock clean bench
+.PHONY: help install test-deps run test lint typecheck lock clean bench
