@@ -26,6 +26,9 @@ from config.env import envbool, envchoice
 from observability.logs import stdout_logging
 
 _BASE_DIR = Path(__file__).resolve().parent.parent
+# post_fork sets telemetry up, which reads Django settings, before the worker loads config.wsgi (which would set
+# this): gunicorn started outside the image, from a bare environment, must find the settings too.
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:9002")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))

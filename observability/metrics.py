@@ -43,6 +43,32 @@ webhook_alerts = meter.create_counter(
 )
 
 
+# Process resources of every process that sets telemetry up (gunicorn workers, task workers, commands), through
+# OpenTelemetry's system-metrics instrumentation limited to what the System Health dashboard and the
+# HighMemoryUsage alert read. Under the Prometheus names the exporters give them (Python's and the Collector's):
+# process_memory_usage_bytes (resident memory), process_cpu_time_seconds_total{type="user"|"system"} and
+# process_open_file_descriptor_count; job and instance come from service.name and service.instance.id (host:pid).
+PROCESS_METRICS: dict[str, list[str] | None] = {
+    "process.memory.usage": None,
+    "process.cpu.time": ["user", "system"],
+    "process.open_file_descriptor.count": None,
+}
+
+
+def instrument_process(meter_provider: Any) -> None:
+    """Reports this process's memory, CPU time and open file descriptors through ``meter_provider``.
+
+    The instrumentor is a singleton that measures the process it was created in, so a process forked from one
+    that was already instrumented starts it again for itself.
+    """
+    from opentelemetry.instrumentation.system_metrics import SystemMetricsInstrumentor
+
+    instrumentor = SystemMetricsInstrumentor(config=PROCESS_METRICS)
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()
+    instrumentor.instrument(meter_provider=meter_provider)
+
+
 def views() -> list[Any]:
     """Views that set the histogram buckets (in seconds)."""
     from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View

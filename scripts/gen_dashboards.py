@@ -692,17 +692,31 @@ def system_health() -> dash.Dashboard:
         .with_panel(
             p.timeseries(
                 "Resident memory",
-                "Resident memory of the service's scraped processes.",
-                [q(f"process_resident_memory_bytes{{{app}}}", "{{instance}}")],
+                "Resident memory of each process of the service (gunicorn workers and task workers; instance is "
+                "host:pid), as the processes push it over OTLP.",
+                [q(f"process_memory_usage_bytes{{{app}}}", "{{instance}}")],
                 "bytes",
             )
         )
         .with_panel(
             p.timeseries(
                 "CPU",
-                "CPU seconds used per second by the service's scraped processes.",
-                [q(f"rate(process_cpu_seconds_total{{{app}}}[$__rate_interval])", "{{instance}}")],
+                "CPU seconds (user + system) used per second by each process of the service.",
+                [
+                    q(
+                        f"sum by (instance) (rate(process_cpu_time_seconds_total{{{app}}}[$__rate_interval]))",
+                        "{{instance}}",
+                    )
+                ],
                 "percentunit",
+            )
+        )
+        .with_panel(
+            p.timeseries(
+                "Open file descriptors",
+                "File descriptors (sockets, database connections, files) each process of the service holds open.",
+                [q(f"process_open_file_descriptor_count{{{app}}}", "{{instance}}")],
+                "short",
             )
         )
         .with_panel(
@@ -1042,6 +1056,18 @@ def _kebab(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "-", name).lower()
 
 
+def grafana_runbook_url(path: str) -> str:
+    """The runbook link Grafana sends: the repository-relative path under ${RUNBOOK_BASE_URL}.
+
+    Grafana expands braced environment variables in provisioned annotations (and leaves Prometheus-style
+    `$labels` alone), so each deployment sets the base once in Grafana's environment (compose, Helm) and
+    notifications carry absolute links.
+    """
+    if "://" in path or not path.startswith("deploy/runbooks/"):
+        raise ValueError(f"runbook_url {path!r} is not a repository path deploy/runbooks/<name>.md")
+    return "${RUNBOOK_BASE_URL}/" + path
+
+
 def grafana_alert_rules(rule_files: list[dict[str, Any]]) -> dict[str, Any]:
     """Mirror each Prometheus alert as a Grafana rule: query A is the alert's expression, C fires when A > 0.
 
@@ -1061,6 +1087,8 @@ def grafana_alert_rules(rule_files: list[dict[str, Any]]) -> dict[str, Any]:
                 annotations = {
                     key: value.replace("$value", "$values.A.Value") for key, value in rule["annotations"].items()
                 }
+                if "runbook_url" in annotations:
+                    annotations["runbook_url"] = grafana_runbook_url(annotations["runbook_url"])
                 rules.append(
                     {
                         "uid": f"cc-{_kebab(rule['alert'])}"[:40],

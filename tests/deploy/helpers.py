@@ -24,6 +24,19 @@ PROVISIONING = DEPLOY / "grafana" / "provisioning"
 RUNBOOKS = DEPLOY / "runbooks"
 
 DATASOURCE_UIDS = {"prometheus", "tempo", "loki"}
+
+# Images with no shell and no HTTP client (distroless, or FROM scratch), by repository, each with the path of its
+# own binary when that binary can check the service's health itself (None: it cannot). A compose healthcheck for
+# such an image may only be the exec form (CMD) of that binary: CMD-SHELL, sh, wget or curl cannot run there.
+# tests/deploy/test_compose.py holds the compose file to this list.
+DISTROLESS_IMAGES: dict[str, str | None] = {
+    # No health subcommand; its health_check extension answers on :13133 to a probe from outside.
+    "otel/opentelemetry-collector-contrib": None,
+    # distroless since 2.x (busybox removed): no shell, no wget, and no health subcommand.
+    "grafana/tempo": None,
+    # distroless in 3.x; `loki -health` exists only from 3.7 on (the stack pins 3.6).
+    "grafana/loki": None,
+}
 DASHBOARD_UIDS = {"workflow-overview", "agent-performance", "system-health", "cost-tracking"}
 
 # DESIGN.md's metric catalogue under its Prometheus names.
@@ -35,15 +48,16 @@ CATALOGUE = (
     | {f"{name}_{suffix}" for name in CATALOGUE_HISTOGRAMS for suffix in ("bucket", "sum", "count")}
     | CATALOGUE_GAUGES
 )
-# What the exporters around the code emit: django-prometheus, the Python client's process collector,
-# Prometheus' own synthetic series, and Tempo's metrics generator (used by the Tempo datasource).
-# Not django-prometheus' django_db_* metrics: they come from its database backend, which settings do not use.
+# The resources every process reports (observability.metrics.PROCESS_METRICS), under the exporters' names.
+PROCESS_SERIES = {"process_memory_usage_bytes", "process_cpu_time_seconds_total", "process_open_file_descriptor_count"}
+# What the exporters around the code emit: django-prometheus, Prometheus' own synthetic series, and Tempo's
+# metrics generator (used by the Tempo datasource). Not django-prometheus' django_db_* metrics: they come from
+# its database backend, which settings do not use. Not the Python client's process collector either: under
+# gunicorn (multiprocess mode) /metrics has none of its series; every process reports PROCESS_SERIES instead.
 EXPORTER_METRICS = {
     "django_http_requests_total_by_view_transport_method_total",
     "django_http_responses_total_by_status_view_method_total",
     "django_http_requests_latency_seconds_by_view_method_bucket",
-    "process_resident_memory_bytes",
-    "process_cpu_seconds_total",
     "up",
     "ALERTS",
     "traces_spanmetrics_calls_total",
@@ -70,6 +84,22 @@ _PROMQL_WORDS = {
 
 def load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
+
+
+def grafana_expand(value: str, env: dict[str, str]) -> str:
+    """A provisioning value as Grafana reads it: $NAME and ${NAME} from its environment ("" when unset), $$ a $."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        return env.get(match.group(1) or match.group(2), "")
+
+    return re.sub(r"\$\$|\$\{(\w+)\}|\$(\w+)", replace, value)
+
+
+def compose_default(value: str) -> str:
+    """The value compose uses when the variable is unset: ${NAME:-default} -> default."""
+    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
 
 
 def rule_files() -> list[Path]:

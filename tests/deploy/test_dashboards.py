@@ -12,6 +12,7 @@ from tests.deploy.helpers import (
     DATASOURCE_UIDS,
     DEPLOY,
     EXPORTER_METRICS,
+    PROCESS_SERIES,
     PROVISIONING,
     ROOT,
     RUNBOOKS,
@@ -83,7 +84,7 @@ def _runbook_queries() -> list[tuple[str, str]]:
 
 
 def test_every_metric_name_in_deploy_is_emitted_by_the_code_its_exporters_or_our_recording_rules() -> None:
-    known = CATALOGUE | EXPORTER_METRICS | recorded_names()
+    known = CATALOGUE | PROCESS_SERIES | EXPORTER_METRICS | recorded_names()
     queries = [(rule.get("alert") or rule["record"], rule["expr"]) for rule in rules()]
     for dashboard in dashboards().values():
         queries += list(dashboard_queries(dashboard))

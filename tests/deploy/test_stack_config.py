@@ -8,7 +8,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.deploy.helpers import DEPLOY, PROVISIONING, ROOT, load_yaml
+from tests.deploy.helpers import DEPLOY, PROVISIONING, ROOT, compose_default, grafana_expand, load_yaml
 
 COMPOSE = load_yaml(DEPLOY / "docker-compose.yml")
 SERVICES: dict[str, Any] = COMPOSE["services"]
@@ -32,9 +32,13 @@ def app_env(service: str = "web") -> dict[str, str]:
     return {key: str(value) for key, value in SERVICES[service]["environment"].items()}
 
 
-def default(value: str) -> str:
-    """The value compose uses when the variable is unset: ${NAME:-default} -> default."""
-    return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
+def grafana_env() -> dict[str, str]:
+    """The grafana container's environment with compose's defaults."""
+    return {key: compose_default(str(value)) for key, value in SERVICES["grafana"]["environment"].items()}
+
+
+def datasource_url(uid: str) -> str:
+    return grafana_expand(DATASOURCES[uid]["url"], grafana_env())
 
 
 def test_the_stack_has_every_service_of_the_design() -> None:
@@ -79,17 +83,6 @@ def test_published_ports() -> None:
     assert "9002:9002" in SERVICES["web"]["ports"]
     assert "3001:3001" in SERVICES["grafana"]["ports"]
     assert SERVICES["grafana"]["environment"]["GF_SERVER_HTTP_PORT"] == "3001"
-
-
-@pytest.mark.parametrize("name", sorted(set(SERVICES) - ONE_SHOT - {"worker", "otel-collector"}))
-def test_long_running_services_have_healthchecks(name: str) -> None:
-    check = SERVICES[name]["healthcheck"]
-    assert check["test"][0] in {"CMD", "CMD-SHELL"}
-
-
-def test_the_collector_image_has_no_shell_so_it_has_no_healthcheck_and_says_why() -> None:
-    assert "healthcheck" not in SERVICES["otel-collector"]
-    assert "no shell" in (DEPLOY / "docker-compose.yml").read_text()
 
 
 def test_state_lives_in_named_volumes() -> None:
@@ -179,9 +172,9 @@ def test_loki_accepts_otlp_with_structured_metadata() -> None:
 
 
 def test_datasources_reach_the_backends_and_link_traces_logs_and_metrics() -> None:
-    assert DATASOURCES["prometheus"]["url"] == "http://prometheus:9090"
-    assert DATASOURCES["tempo"]["url"] == f"http://tempo:{TEMPO['server']['http_listen_port']}"
-    assert DATASOURCES["loki"]["url"] == f"http://loki:{LOKI['server']['http_listen_port']}"
+    assert datasource_url("prometheus") == "http://prometheus:9090"
+    assert datasource_url("tempo") == f"http://tempo:{TEMPO['server']['http_listen_port']}"
+    assert datasource_url("loki") == f"http://loki:{LOKI['server']['http_listen_port']}"
     tempo = DATASOURCES["tempo"]["jsonData"]
     assert tempo["tracesToLogsV2"]["datasourceUid"] == "loki"
     assert "trace_id=" in tempo["tracesToLogsV2"]["query"]
@@ -199,7 +192,7 @@ def test_the_app_s_deep_link_settings_match_the_provisioned_uids() -> None:
     assert env["GRAFANA_TEMPO_UID"] in DATASOURCES
     assert env["GRAFANA_LOKI_UID"] in DATASOURCES
     assert env["GRAFANA_WORKFLOW_DASHBOARD_UID"] == "workflow-overview"
-    assert default(env["GRAFANA_URL"]) == "http://localhost:3001"
+    assert compose_default(env["GRAFANA_URL"]) == "http://localhost:3001"
     settings = (ROOT / "config" / "settings.py").read_text()
     for name, uid in {
         "GRAFANA_PROMETHEUS_UID": "prometheus",
@@ -213,8 +206,9 @@ def test_the_app_s_deep_link_settings_match_the_provisioned_uids() -> None:
 def test_grafana_calls_the_service_webhook_with_the_token_the_service_expects() -> None:
     contact = load_yaml(PROVISIONING / "alerting" / "contact-points.yaml")["contactPoints"][0]
     settings = contact["receivers"][0]["settings"]
-    host, port = host_port(settings["url"])
-    assert (host, port, urlparse(settings["url"]).path) == ("web", 9002, "/webhooks/grafana")
+    url = grafana_expand(settings["url"], grafana_env())
+    host, port = host_port(url)
+    assert (host, port, urlparse(url).path) == ("web", 9002, "/webhooks/grafana")
     assert settings["authorization_scheme"] == "Bearer"
     assert settings["authorization_credentials"] == "$WEBHOOK_TOKEN"
     assert SERVICES["grafana"]["environment"]["WEBHOOK_TOKEN"] == app_env()["WEBHOOK_TOKEN"]
@@ -234,3 +228,16 @@ def test_the_dockerfile_is_multi_stage_non_root_and_runs_gunicorn_on_9002() -> N
     )
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", "var"} <= set(ignored)
+
+
+def test_metrics_are_pushed_every_scrape_interval_so_that_rate_interval_spans_four_exports() -> None:
+    from observability.otel import METRIC_EXPORT_INTERVAL_MS
+
+    scrape = int(PROMETHEUS["global"]["scrape_interval"].removesuffix("s"))
+    # Grafana's $__rate_interval is at least four times the datasource's scrape interval.
+    assert DATASOURCES["prometheus"]["jsonData"]["timeInterval"] == f"{scrape}s"
+    rate_interval = 4 * scrape
+    export = int(app_env()["OTEL_METRIC_EXPORT_INTERVAL"]) / 1000
+    assert export == METRIC_EXPORT_INTERVAL_MS / 1000 == scrape
+    assert rate_interval / export >= 4, "every rate window holds four pushed samples"
+    assert "every 15 s" in (ROOT / "README.md").read_text()

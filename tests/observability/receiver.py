@@ -7,6 +7,7 @@ it exactly as they would to an OpenTelemetry Collector.
 from __future__ import annotations
 
 import gzip
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -64,6 +65,22 @@ class Point:
     exemplars: int
     resource: dict[str, Any]
     scope: str
+    monotonic: bool = False  # a sum that only grows (a counter)
+
+    @property
+    def prometheus_name(self) -> str:
+        """The series name Prometheus gets for this metric from the Collector's (and Python's) Prometheus exporter.
+
+        Dots and other invalid characters become underscores, the unit becomes a suffix (``By`` -> ``_bytes``,
+        ``s`` -> ``_seconds``; annotations in braces are dropped), and a monotonic sum ends in ``_total``.
+        """
+        name = re.sub(r"[^a-zA-Z0-9_:]", "_", self.metric)
+        unit = re.sub(r"\{[^}]*\}", "", self.unit)
+        suffix = {"By": "bytes", "s": "seconds", "ms": "milliseconds", "1": "ratio" if self.kind == "gauge" else ""}
+        unit = suffix.get(unit, unit)
+        if unit and not name.endswith(f"_{unit}"):
+            name = f"{name}_{unit}"
+        return f"{name}_total" if self.monotonic else name
 
 
 @dataclass
@@ -144,6 +161,7 @@ class Receiver:
                                 exemplars=len(dp.exemplars),
                                 resource=resource,
                                 scope=sm.scope.name,
+                                monotonic=kind == "sum" and data.is_monotonic,
                             )
                         )
         with self.lock:
