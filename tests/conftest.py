@@ -15,9 +15,22 @@ from django.test import Client
 
 from accounts.models import ApiToken
 from tests.browser import browser  # noqa: F401 - the Chromium fixture of the browser tests
+from tests.children import kill_leftovers
 from workflows.models import TERMINAL_RUN_STATUSES, WorkflowRun
 
 DEFINITIONS = Path(settings.BASE_DIR) / "workflows" / "definitions"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Servers and workers that an interrupted earlier run left holding the test database are killed first,
+    so that this run can drop and recreate it (tests/children.py: this run's own children die with it)."""
+    db = settings.DATABASES["default"]
+    if "postgresql" not in db["ENGINE"]:
+        return
+    name = db.get("TEST", {}).get("NAME") or f"test_{db['NAME']}"
+    killed = kill_leftovers(name, db.get("HOST") or "127.0.0.1", int(db.get("PORT") or 5432))
+    if killed:
+        print(f"killed {len(killed)} process(es) left on {name} by an earlier run: {killed}")
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.children import popen
 from tests.deploy.helpers import (
     RULES_DIR,
     alert_rules,
@@ -98,9 +99,11 @@ def exposition(n: int) -> str:
         ),
         f'django_db_new_connection_errors_total{{alias="default",vendor="postgresql"}} {n}',
         f'django_db_errors_total{{alias="default",vendor="postgresql",type="OperationalError"}} {n}',
-        # python client's process collector: 2 GiB resident
-        "process_resident_memory_bytes 2147483648",
-        f"process_cpu_seconds_total {0.5 * n}",
+        # every process's resources (observability.metrics.PROCESS_METRICS): 2 GiB resident
+        "process_memory_usage_bytes 2147483648",
+        f'process_cpu_time_seconds_total{{type="user"}} {0.4 * n}',
+        f'process_cpu_time_seconds_total{{type="system"}} {0.1 * n}',
+        "process_open_file_descriptor_count 42",
     ]
     return "\n".join(lines) + "\n"
 
@@ -165,7 +168,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusA
         ],
     }
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
-    process = subprocess.Popen(
+    process = popen(
         [
             binary,
             f"--config.file={tmp / 'prometheus.yml'}",

@@ -18,6 +18,8 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
+from tests.children import kill_group, popen
+
 ROOT = Path(settings.BASE_DIR)
 PYTHON = sys.executable
 
@@ -63,7 +65,8 @@ class Process:
             if stderr_apart
             else None
         )
-        self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.log, stderr=self.err or subprocess.STDOUT)
+        # Its own process group, killed when the test run dies (tests/children.py).
+        self.proc = popen(args, cwd=ROOT, env=env, stdout=self.log, stderr=self.err or subprocess.STDOUT)
 
     def output(self) -> str:
         """stdout, with stderr in it unless the process was started with ``stderr_apart``."""
@@ -75,19 +78,22 @@ class Process:
         return Path(self.err.name).read_text(errors="replace")
 
     def stop(self, timeout: float = 15.0) -> float:
-        """SIGTERM, then wait; returns how long the process took to exit."""
+        """SIGTERM, then wait; returns how long the process took to exit. Anything it started and left running
+        (its process group) is killed afterwards."""
         started = time.monotonic()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                kill_group(self.proc)
                 self.proc.wait()
                 raise AssertionError(
                     f"{self.name} did not stop within {timeout:g}s:\n{self.output()[-3000:]}"
                 ) from None
-        return time.monotonic() - started
+        took = time.monotonic() - started
+        kill_group(self.proc)
+        return took
 
     def check_alive(self) -> None:
         if self.proc.poll() is not None:

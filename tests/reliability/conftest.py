@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +24,8 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.db import connection
+
+from tests.children import kill_group, popen
 
 ROOT = Path(settings.BASE_DIR)
 LARGE = os.environ.get("RELIABILITY_SCALE", "").lower() == "large"
@@ -107,13 +108,13 @@ class Processes:
 
     def start(self, args: list[str], name: str, **env: str) -> subprocess.Popen[bytes]:
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(
+        # Its own process group, killed when the test run dies (tests/children.py).
+        proc = popen(
             args,
             cwd=ROOT,
             env={**os.environ, **WORKER_ENV, "DATABASE_URL": self.url, **env},
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
         log.close()
         self.procs.append(proc)
@@ -131,7 +132,7 @@ class Processes:
     def stop_all(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
+                kill_group(proc)
         for proc in self.procs:
             proc.wait(15)
 

@@ -12,6 +12,7 @@ import pytest
 import redis
 from django.conf import settings
 
+from tests.children import popen
 from tests.workflows.test_worker_processes import database_url
 from workflows.models import TERMINAL_RUN_STATUSES, RunStatus, WorkflowRun
 
@@ -37,7 +38,7 @@ def test_runs_succeed_and_retries_are_deferred_on_rq(synced: None, tmp_path: Pat
         "REDIS_URL": REDIS_URL,
     }
     log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 - closed below
-    worker = subprocess.Popen(
+    worker = popen(
         [sys.executable, "manage.py", "worker"], cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT
     )
     try:

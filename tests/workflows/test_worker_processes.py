@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import connection
 
 from agents.models import AgentRun
+from tests.children import popen
 from tests.workflows.helpers import define
 from workflows import runner
 from workflows.models import TERMINAL_RUN_STATUSES, RunStatus, RunStep, StepStatus, WorkflowRun
@@ -37,7 +38,7 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[byte
 
     def start(name: str, **env: str) -> subprocess.Popen[bytes]:
         log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(
+        proc = popen(
             [sys.executable, "manage.py", "worker", "--worker-id", name, "--interval", "0.2"],
             cwd=settings.BASE_DIR,
             env={
