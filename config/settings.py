@@ -241,6 +241,8 @@ if PROMETHEUS_MULTIPROC_DIR:
 # django-prometheus' request latency histograms, per view and method: ten buckets instead of seventeen keep
 # them under Prometheus' cardinality budget (100 series per metric) for a few dozen endpoints.
 PROMETHEUS_LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float("inf"))
+# A file each worker's maintenance loop touches on every pass: its liveness probe (workflows/heartbeat.py).
+WORKER_HEARTBEAT_FILE = envstr("WORKER_HEARTBEAT_FILE")
 # --- end of telemetry settings ----------------------------------------------------------------------------
 
 # --- Alert webhook and notifiers (observability/alerts, agents/notifiers) ---------------------------------

@@ -200,3 +200,19 @@ def tool(name: str) -> str:
     if path is None:
         pytest.fail(f"`{name}` is not installed: apt-get install -y prometheus (it provides {name})", pytrace=False)
     return path
+
+
+def rendered_runbook(annotation: str, base: str) -> str:
+    """The runbook link the service puts in a notification for an alert with this runbook_url annotation, with
+    RUNBOOK_BASE_URL set to ``base``."""
+    from django.test import override_settings
+
+    from observability.alerts.mapping import runbook_url
+    from observability.alerts.payload import parse
+
+    payload = json.loads((ROOT / "tests" / "alerts" / "fixtures" / "alertmanager_firing.json").read_text())
+    payload["commonAnnotations"]["runbook_url"] = annotation
+    for alert in payload["alerts"]:
+        alert["annotations"]["runbook_url"] = annotation
+    with override_settings(RUNBOOK_BASE_URL=base, RUNBOOK_URL_MAP={}):
+        return runbook_url(parse(payload))

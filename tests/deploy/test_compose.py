@@ -16,10 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from django.test import override_settings
 
-from observability.alerts.mapping import runbook_url
-from observability.alerts.payload import parse
 from tests.deploy.helpers import (
     DEPLOY,
     DISTROLESS_IMAGES,
@@ -29,12 +26,12 @@ from tests.deploy.helpers import (
     compose_default,
     grafana_expand,
     load_yaml,
+    rendered_runbook,
 )
 
 COMPOSE_FILE = DEPLOY / "docker-compose.yml"
 COMPOSE = load_yaml(COMPOSE_FILE)
 SERVICES: dict[str, Any] = COMPOSE["services"]
-ALERT_FIXTURES = Path(__file__).resolve().parents[1] / "alerts" / "fixtures"
 
 
 def check_jsonschema(path: Path) -> subprocess.CompletedProcess[str]:
@@ -108,7 +105,7 @@ def test_every_healthcheck_can_run_in_its_image_and_every_dependency_can_be_met(
     for name in ("otel-collector", "tempo", "loki"):
         assert repository(SERVICES[name]["image"]) in DISTROLESS_IMAGES, name
         assert "healthcheck" not in SERVICES[name], name
-    for name in ("postgres", "web", "prometheus", "grafana"):
+    for name in ("postgres", "web", "worker", "prometheus", "grafana"):
         assert "healthcheck" in SERVICES[name], name
 
 
@@ -148,18 +145,6 @@ def grafana_env() -> dict[str, str]:
 def grafana_rule_annotations() -> dict[str, dict[str, str]]:
     groups = load_yaml(PROVISIONING / "alerting" / "rules.yaml")["groups"]
     return {rule["title"]: rule["annotations"] for group in groups for rule in group["rules"]}
-
-
-def rendered_runbook(annotation: str, base: str) -> str:
-    """The runbook link the service puts in a notification for an alert with this runbook_url annotation."""
-    import json
-
-    payload = json.loads((ALERT_FIXTURES / "alertmanager_firing.json").read_text())
-    payload["commonAnnotations"]["runbook_url"] = annotation
-    for alert in payload["alerts"]:
-        alert["annotations"]["runbook_url"] = annotation
-    with override_settings(RUNBOOK_BASE_URL=base, RUNBOOK_URL_MAP={}):
-        return runbook_url(parse(payload))
 
 
 def served_runbook(url: str) -> Path:

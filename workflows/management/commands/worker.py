@@ -32,7 +32,7 @@ from django_tasks_db.models import DBTaskResult
 from django_tasks_db.utils import exclusive_transaction
 
 from observability import otel as telemetry
-from workflows import runner
+from workflows import heartbeat, runner
 from workflows.wakeup import NOTIFY_CHANNEL
 
 logger = logging.getLogger("workflows.worker")
@@ -110,7 +110,9 @@ class Worker(DbWorker):
         runner.request_shutdown()
 
     def maintenance_loop(self) -> None:
+        heartbeat.beat()
         while not self.stop.wait(settings.RUNNER_REAPER_INTERVAL):
+            heartbeat.beat()
             try:
                 close_old_connections()
                 done = runner.maintenance()
@@ -243,7 +245,9 @@ class Command(BaseCommand):
         stop = threading.Event()
 
         def maintenance() -> None:
+            heartbeat.beat()
             while not stop.wait(settings.RUNNER_REAPER_INTERVAL):
+                heartbeat.beat()
                 try:
                     close_old_connections()
                     runner.maintenance()

@@ -65,3 +65,13 @@ post-install,pre-upgrade
 pre-install,pre-upgrade
 {{- end -}}
 {{- end -}}
+
+{{/* Where notifications' runbook links point: config.RUNBOOK_BASE_URL, else the copy Grafana serves. */}}
+{{- define "commandcenter.runbookBaseUrl" -}}
+{{- .Values.config.RUNBOOK_BASE_URL | default (printf "%s/public/commandcenter" (trimSuffix "/" .Values.config.GRAFANA_URL)) -}}
+{{- end -}}
+
+{{/* The work in the queue: tasks ready to run now (deferred retries not yet due excluded) and tasks running. */}}
+{{- define "commandcenter.queueDepthQuery" -}}
+SELECT count(*) FROM django_tasks_database_dbtaskresult WHERE status = 'RUNNING' OR (status = 'READY' AND (run_after <= now() OR run_after >= '9999-01-01'))
+{{- end -}}
