@@ -340,7 +340,8 @@ def test_prometheus_evaluates_every_loaded_rule_without_error(live: Live) -> Non
 def test_both_processes_are_scraped_as_the_service_job(live: Live) -> None:
     up = live.prometheus.query(f'up{{job="{JOB}"}}', live.at)["data"]["result"]
     assert [float(sample["value"][1]) for sample in up] == [1.0, 1.0]
-    memory = live.prometheus.query(f'process_resident_memory_bytes{{job="{JOB}"}}', live.at)["data"]["result"]
+    # Each process's own resources, under the names the dashboards and HighMemoryUsage read.
+    memory = live.prometheus.query(f'process_memory_usage_bytes{{job="{JOB}"}}', live.at)["data"]["result"]
     assert len(memory) == 2
 
 
