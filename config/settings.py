@@ -185,10 +185,16 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
-# Admin sign-in throttle (accounts/throttle.py): after this many failures for one username from one address
-# within the window, further attempts are refused until the window has passed.
+# Admin sign-in throttle (accounts/throttle.py): after this many failed attempts for one username (from any
+# address), or from one client address (for any usernames), within the window, further attempts are refused
+# without checking the password until the window has passed.
 ADMIN_LOGIN_MAX_FAILURES = envint("ADMIN_LOGIN_MAX_FAILURES", 5, minimum=1)
+ADMIN_LOGIN_MAX_FAILURES_PER_ADDRESS = envint("ADMIN_LOGIN_MAX_FAILURES_PER_ADDRESS", 20, minimum=1)
 ADMIN_LOGIN_WINDOW_SECONDS = envint("ADMIN_LOGIN_WINDOW_SECONDS", 900, minimum=1)
+# API tokens: after this many wrong tokens from one client address within the window, requests from it that
+# carry an Authorization header are answered 429 until the window has passed.
+API_TOKEN_MAX_FAILURES = envint("API_TOKEN_MAX_FAILURES", 20, minimum=1)
+API_TOKEN_FAILURE_WINDOW_SECONDS = envint("API_TOKEN_FAILURE_WINDOW_SECONDS", 300, minimum=1)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

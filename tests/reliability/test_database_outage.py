@@ -51,8 +51,8 @@ from django.contrib.auth.models import User
 from accounts.models import ApiToken
 call_command("migrate", verbosity=0)
 call_command("sync_workflows", os.environ["DEFINITION"], verbosity=0)
-user = User.objects.create_user("load", is_staff=True)
-print(ApiToken.issue(user, name="load")[1])
+user = User.objects.create_superuser("load")
+print(ApiToken.issue(user, name="load", scopes=("trigger", "read"))[1])
 """
 
 PRODUCTION_WEB = {
