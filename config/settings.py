@@ -253,9 +253,18 @@ PROMETHEUS_LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, f
 # POST /webhooks/grafana authentication: a bearer token, Grafana's HMAC signature, or both (then both must
 # pass). Grafana signs "<timestamp>:<body>" when its contact point names a timestamp header; this must be
 # the same header name. Empty WEBHOOK_TIMESTAMP_HEADER accepts signatures over the body alone (no replay
-# window). With neither secret set the webhook is open, and a system check warns when DEBUG is off.
+# window). With neither secret set the webhook would take anyone's alerts (and a forged "resolved" alert
+# expires approval gates), so outside DEBUG that stops the process at start-up unless
+# WEBHOOK_ALLOW_UNAUTHENTICATED says authentication is done in front of the service.
 WEBHOOK_TOKEN = envsecret("WEBHOOK_TOKEN")
 WEBHOOK_HMAC_SECRET = envsecret("WEBHOOK_HMAC_SECRET")
+WEBHOOK_ALLOW_UNAUTHENTICATED = envbool("WEBHOOK_ALLOW_UNAUTHENTICATED", False)
+if not (DEBUG or TESTING or WEBHOOK_TOKEN or WEBHOOK_HMAC_SECRET or WEBHOOK_ALLOW_UNAUTHENTICATED):
+    raise ImproperlyConfigured(
+        "WEBHOOK_TOKEN or WEBHOOK_HMAC_SECRET (or their *_FILE variants) is required when DEBUG is off: without "
+        "one, anyone who reaches /webhooks/grafana can start runs and expire approval gates. Set "
+        "WEBHOOK_ALLOW_UNAUTHENTICATED=true only if a proxy in front of the service authenticates the sender."
+    )
 WEBHOOK_TIMESTAMP_HEADER = envstr("WEBHOOK_TIMESTAMP_HEADER", "X-Grafana-Alerting-Signature-Timestamp").strip()
 WEBHOOK_TIMESTAMP_TOLERANCE_SECONDS = envint("WEBHOOK_TIMESTAMP_TOLERANCE_SECONDS", 300, minimum=1)
 # A repeat of the same alert (fingerprint, status, startsAt) within this window starts no second run.

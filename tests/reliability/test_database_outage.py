@@ -58,6 +58,7 @@ print(ApiToken.issue(user, name="load", scopes=("trigger", "read"))[1])
 PRODUCTION_WEB = {
     "DEBUG": "false",
     "SECRET_KEY": "outage-test-secret-key-outage-test-secret-key-0123456789",
+    "WEBHOOK_TOKEN": "outage-test-webhook-token",
     "ALLOWED_HOSTS": "127.0.0.1",
     "DATABASE_POOL": "true",
     "DATABASE_POOL_TIMEOUT": "2",
