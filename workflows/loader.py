@@ -238,6 +238,7 @@ def _read(path: Path, defs: Definitions) -> None:
         problems = executor_class(raw["type"]).validate_config(config)
         if problems:
             raise DefinitionError(f"{where}: config {'; '.join(problems)}")
+        config = executor_class(raw["type"]).normalise_config(config)
         if slug in defs.agents:
             raise DefinitionError(f"{where}: defined twice ({defs.sources['agent:' + slug]} and {path})")
         defs.agents[slug] = {**raw, "config": config}
