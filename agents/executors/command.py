@@ -38,20 +38,14 @@ def resolve(program: str) -> str | None:
 
 
 def allowlisted(path: str) -> bool:
-    """Whether the resolved ``path`` is one of COMMAND_AGENT_ALLOWLIST's programs (names or absolute paths).
-
-    The same path, or the same file under the same name (``/bin/cat`` and ``/usr/bin/cat`` on a merged /usr);
-    one multi-call binary under another name (``/bin/sh`` -> busybox for an allowlisted ``cat``) is not.
-    """
-    for entry in settings.COMMAND_AGENT_ALLOWLIST:
-        allowed = resolve(str(entry))
-        if allowed is None:
-            continue
-        if os.path.normpath(allowed) == os.path.normpath(path):
-            return True
-        if os.path.basename(allowed) == os.path.basename(path) and os.path.realpath(allowed) == os.path.realpath(path):
-            return True
-    return False
+    """Whether the resolved ``path`` is the resolved path of one of COMMAND_AGENT_ALLOWLIST's entries (names
+    or absolute paths). Paths are compared as paths, not as the files they lead to: a multi-call binary
+    (busybox) behaves by the name it is run under."""
+    wanted = os.path.normpath(path)
+    return any(
+        (allowed := resolve(str(entry))) is not None and os.path.normpath(allowed) == wanted
+        for entry in settings.COMMAND_AGENT_ALLOWLIST
+    )
 
 
 class CommandExecutor(Executor):
@@ -59,9 +53,10 @@ class CommandExecutor(Executor):
 
     Config: ``command`` (argv list; the program must be in COMMAND_AGENT_ALLOWLIST), ``env`` (extra
     environment, never variables that choose what runs, such as PATH, LD_* or PYTHON*). The program is resolved
-    to an absolute path when the definition is synced and checked against the allowlist by that path; the
-    worker runs that path, checked again. A non-zero exit fails the attempt with the tail of stderr; the
-    process is killed at the step's deadline or when the attempt is cancelled.
+    to an absolute path when the definition is synced and checked against the allowlist, whose entries are
+    resolved the same way, by that path; the worker runs that path, checked again. A non-zero exit fails the
+    attempt with the tail of stderr; the process is killed at the step's deadline or when the attempt is
+    cancelled.
     """
 
     type = "command"
@@ -78,7 +73,8 @@ class CommandExecutor(Executor):
         program = resolve(command[0])
         if program is None:
             problems.append(
-                f"command: {command[0]!r} is not an executable on the worker's PATH (give a name or an absolute path)"
+                f"command: {command[0]!r} is not in COMMAND_AGENT_ALLOWLIST (no such executable here: give an "
+                "allowlisted name, looked up on the worker's PATH, or an absolute path)"
             )
         elif not allowlisted(program):
             problems.append(f"command: {command[0]!r} is not in COMMAND_AGENT_ALLOWLIST (it resolves to {program})")

@@ -111,7 +111,7 @@ class Channel:
             value = config.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
                 problems.append(f"{key}: must be a non-negative number, not {value!r}")
-        return problems
+        return problems + http.redirect_problems(config)
 
     def setting(self, key: str, default: str = "") -> str:
         """``key`` from the config, else the environment variable named by ``<key>_env``."""
@@ -151,7 +151,8 @@ class Channel:
     ) -> httpx.Response:
         """POSTs through the one outgoing-HTTP wrapper; a failure becomes an AgentError naming the host only.
 
-        A URL among the channel's secrets is sent as a secret: errors and telemetry show it redacted.
+        A URL among the channel's secrets is sent as a secret: errors and telemetry show it redacted. A redirect
+        is a failed delivery unless the config's ``max_redirects`` allows following it.
         """
         timeout = float(self.config.get("timeout_seconds") or settings.NOTIFIER_TIMEOUT_SECONDS)
         retries = self.config.get("retries")
@@ -166,6 +167,7 @@ class Channel:
                 headers=headers,
                 deadline=ctx.deadline,
                 secret="url" in self.secret_keys,
+                max_redirects=int(self.config.get("max_redirects", 0)),
             )
         except http.TransportError as exc:
             # Not chained: the underlying exceptions hold the request, and with it the URL.

@@ -65,7 +65,7 @@ def test_the_allowlist_is_checked_by_resolved_path_not_by_name(impostor: Path, s
     assert (
         executor_class("command")
         .validate_config({"command": ["bin/cat"]})[0]
-        .startswith("command: 'bin/cat' is not an executable on the worker's PATH")
+        .startswith("command: 'bin/cat' is not in COMMAND_AGENT_ALLOWLIST (no such executable here")
     )
 
 
