@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
+from urllib.parse import urlparse
 
 import httpx
 from django.conf import settings
@@ -38,6 +39,18 @@ class Link:
     url: str
 
 
+def web_url(url: str) -> bool:
+    """Whether ``url`` is an absolute http(s) URL with a host: the only kind a notification makes a link of.
+
+    ``javascript:``, ``data:`` and the like, scheme-relative and relative URLs, and URLs with spaces or control
+    characters (which some renderers drop, joining "java" and "script:") are shown as text instead.
+    """
+    if not url or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        return False
+    parsed = urlparse(url)
+    return parsed.scheme in ("http", "https") and bool(parsed.hostname)
+
+
 @dataclass
 class Message:
     """One notification, whatever the channel: a title, what happened, and where to look."""
@@ -52,6 +65,14 @@ class Message:
     run_id: str = ""
     workflow: str = ""
     timestamp: datetime = field(default_factory=timezone.now)
+
+    def __post_init__(self) -> None:
+        # Links come from alert annotations and step inputs, i.e. from outside: anything that is not a web URL
+        # is kept as a labelled fact, as text, so no channel turns it into something to click.
+        shown_as_text = {link.label: link.url for link in self.links if not web_url(link.url)}
+        if shown_as_text:
+            self.links = [link for link in self.links if web_url(link.url)]
+            self.fields = {**self.fields, **shown_as_text}
 
     @property
     def resolved(self) -> bool:
