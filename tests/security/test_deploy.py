@@ -99,23 +99,27 @@ def test_production_refuses_to_start_without_a_secret_key() -> None:
     assert "SECRET_KEY is required when DEBUG is off" in result.stderr
 
 
+@pytest.mark.slow
 def test_production_refuses_to_start_with_an_unauthenticated_alert_webhook() -> None:
     result = check(WEBHOOK_TOKEN="")
     assert result.returncode != 0
     assert "WEBHOOK_TOKEN or WEBHOOK_HMAC_SECRET" in result.stderr and "WEBHOOK_ALLOW_UNAUTHENTICATED" in result.stderr
 
 
+@pytest.mark.slow
 def test_an_hmac_secret_alone_authenticates_the_webhook() -> None:
     result = check(WEBHOOK_TOKEN="", WEBHOOK_HMAC_SECRET="an-hmac-secret-for-the-check")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_the_explicit_opt_out_starts_and_check_deploy_still_names_the_open_webhook() -> None:
     result = check(WEBHOOK_TOKEN="", WEBHOOK_ALLOW_UNAUTHENTICATED="true")
     assert "ImproperlyConfigured" not in result.stderr
     assert result.returncode != 0 and "observability.W001" in result.stderr + result.stdout
 
 
+@pytest.mark.slow
 def test_the_image_build_collects_static_files_with_the_settings_it_gives(tmp_path: Path) -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     line = re.search(r"&& ((?:[A-Z_]+=\S+ )+)python manage\.py collectstatic", dockerfile)
