@@ -9,7 +9,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-SCOPES = ("trigger", "read", "approve")
+from accounts.permissions import SCOPES
+
 _PREFIX_LEN = 8
 
 
@@ -24,7 +25,10 @@ class ApiToken(models.Model):
     name = models.CharField(max_length=100, blank=True)
     prefix = models.CharField(max_length=_PREFIX_LEN, unique=True, editable=False)
     token_hash = models.CharField(max_length=64, editable=False)
-    scopes = models.JSONField(default=list, help_text="Any of: trigger, read, approve.")
+    scopes = models.JSONField(
+        default=list,
+        help_text="Any of: trigger, read, approve. They narrow what the user's permissions allow, never widen it.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True)
@@ -36,15 +40,24 @@ class ApiToken(models.Model):
         return f"{self.prefix}… ({self.user})"
 
     @classmethod
-    def issue(cls, user: models.Model, *, name: str = "", scopes: tuple[str, ...] = SCOPES) -> tuple[ApiToken, str]:
-        """Creates a token and returns it with the plain value, which is never stored."""
+    def issue(cls, user: models.Model, *, scopes: tuple[str, ...], name: str = "") -> tuple[ApiToken, str]:
+        """Creates a token with ``scopes`` and returns it with the plain value, which is never stored."""
         unknown = set(scopes) - set(SCOPES)
+        if not scopes:
+            raise ValueError(f"a token needs at least one scope (of: {', '.join(SCOPES)})")
         if unknown:
             raise ValueError(f"unknown scope(s): {', '.join(sorted(unknown))} (known: {', '.join(SCOPES)})")
         prefix = secrets.token_hex(_PREFIX_LEN // 2)
         secret = secrets.token_urlsafe(32)
         token = cls.objects.create(user=user, name=name, prefix=prefix, token_hash=_digest(secret), scopes=list(scopes))
         return token, f"cc_{prefix}_{secret}"
+
+    @staticmethod
+    def prefix_of(value: str) -> str:
+        """The public prefix of a token value of the right shape, else "" (for logs: never the secret part)."""
+        parts = value.split("_", 2)
+        ok = len(parts) == 3 and parts[0] == "cc" and len(parts[1]) == _PREFIX_LEN and parts[1].isalnum()
+        return parts[1] if ok else ""
 
     @classmethod
     def authenticate(cls, value: str) -> ApiToken | None:
@@ -68,15 +81,13 @@ class ApiToken(models.Model):
         return self.revoked_at is None
 
 
-class LoginFailure(models.Model):
-    """One failed admin sign-in, kept for the throttle's window (accounts/throttle.py) and then pruned."""
+class ThrottleCounter(models.Model):
+    """Attempts counted for one key (a username or client address signing in, an address presenting wrong API
+    tokens) in a fixed window; accounts/throttle.py takes them atomically and prunes ended windows."""
 
-    username = models.CharField(max_length=150)
-    ip_address = models.CharField(max_length=45)
-    at = models.DateTimeField(default=timezone.now, db_index=True)
-
-    class Meta:
-        indexes = [models.Index(fields=["username", "ip_address", "at"], name="loginfailure_key_at")]
+    key = models.CharField(max_length=200, primary_key=True)
+    count = models.PositiveIntegerField(default=0)
+    window_ends = models.FloatField(db_index=True, help_text="Unix time at which the count starts again.")
 
     def __str__(self) -> str:
-        return f"{self.username} from {self.ip_address} at {self.at:%Y-%m-%d %H:%M:%S}"
+        return f"{self.key}: {self.count}"

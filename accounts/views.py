@@ -16,11 +16,12 @@ logger = logging.getLogger("accounts.throttle")
 @never_cache
 @csrf_protect
 def admin_login(request: HttpRequest) -> HttpResponse:
-    """The admin sign-in page, refusing (429) a username that failed too often from this address."""
+    """The admin sign-in page. Each attempt first takes its slots in the throttle (per username and per client
+    address); past either limit it is refused with 429 before the password is checked."""
     if request.method == "POST":
         username = str(request.POST.get("username", ""))
         address = throttle.client_address(request)
-        wait = throttle.retry_after(username, address) if username else 0
+        wait = throttle.take_sign_in(username, address)
         if wait:
             logger.warning(
                 "throttled sign-in for %r from %s",

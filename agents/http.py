@@ -16,7 +16,7 @@ import socket
 import time
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urljoin, urlparse
 
 import httpx
 from django.conf import settings
@@ -196,6 +196,41 @@ def send(request: httpx.Request, *, timeout: float) -> httpx.Response:
         return client.send(request)
 
 
+MAX_REDIRECTS_LIMIT = 10
+
+
+def redirect_problems(config: dict[str, Any]) -> list[str]:
+    """An agent config's ``max_redirects`` problems: how many redirects it may follow, 0 (the default) to 10."""
+    value = config.get("max_redirects", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_REDIRECTS_LIMIT:
+        return [f"max_redirects: must be a whole number from 0 to {MAX_REDIRECTS_LIMIT}, not {value!r}"]
+    return []
+
+
+def _prepare(request: httpx.Request, addresses: list[str], secret: bool) -> httpx.Request:
+    if addresses:
+        request.extensions[PINNED_ADDRESSES] = addresses
+    if secret:
+        request.extensions[REDACT_URL] = True
+    return request
+
+
+def _redirect(request: httpx.Request, response: httpx.Response, target: str) -> httpx.Request:
+    """The request a redirect asks for, as browsers make it: 307 and 308 repeat the method and body, the others
+    become a GET; credentials are not carried to another origin."""
+    keep = response.status_code in (307, 308)
+    method = request.method if keep or request.method == "HEAD" else "GET"
+    origin = (request.url.scheme, request.url.host, request.url.port)
+    same_origin = origin == (httpx.URL(target).scheme, httpx.URL(target).host, httpx.URL(target).port)
+    dropped = {"host", "content-length", "transfer-encoding"}
+    if not keep:
+        dropped |= {"content-type"}
+    if not same_origin:
+        dropped |= {"authorization", "cookie"}
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in dropped}
+    return httpx.Request(method, target, content=request.content if keep else None, headers=headers)
+
+
 def request(
     method: str,
     url: str,
@@ -207,14 +242,19 @@ def request(
     headers: dict[str, str] | None = None,
     deadline: float | None = None,
     secret: bool = False,
+    max_redirects: int = 0,
 ) -> httpx.Response:
-    """Performs a request; raises TransportError for network errors and for 4xx/5xx answers.
+    """Performs a request; raises TransportError for network errors and for 3xx/4xx/5xx answers.
 
     5xx, 429 and network errors are retried up to ``retries`` times with a short backoff, never past
     ``deadline`` (a time.monotonic() value); 4xx answers other than 408/429 are permanent. A 429 or 503
     with Retry-After waits as long as it asks, unless that would pass the deadline (then it fails at once);
     either way a failure carries the asked delay as ``retry_after``. With ``secret`` the URL is never shown
     (see the module's docstring).
+
+    A redirect is a permanent failure naming the host it points to: the request did not reach its
+    destination. With ``max_redirects`` up to that many are followed, each to a destination the same guard
+    allows (scheme, private addresses), as if it had been asked for directly.
     """
     shown = redact(url) if secret else url
 
@@ -223,21 +263,37 @@ def request(
 
     addresses = _check_destination(url, shown)
     limit = timeout or settings.HTTP_AGENT_TIMEOUT_SECONDS
-    built = httpx.Request(method.upper(), url, json=json, content=content, headers=headers)
-    if addresses:
-        built.extensions[PINNED_ADDRESSES] = addresses
-    if secret:
-        built.extensions[REDACT_URL] = True
+    first = _prepare(httpx.Request(method.upper(), url, json=json, content=content, headers=headers), addresses, secret)
     what = f"{method.upper()} {shown}"
     attempt = 0
     while True:
         attempt += 1
         wait: float | None = None  # what a 429/503 asked for in Retry-After
-        budget = limit if deadline is None else min(limit, deadline - time.monotonic())
-        if budget <= 0:
-            raise error(f"{what}: no time left before the step deadline")
+        built, hops = first, 0
         try:
-            response = send(built, timeout=budget)
+            while True:
+                budget = limit if deadline is None else min(limit, deadline - time.monotonic())
+                if budget <= 0:
+                    raise error(f"{what}: no time left before the step deadline")
+                response = send(built, timeout=budget)
+                if not 300 <= response.status_code < 400:
+                    break
+                location = response.headers.get("location", "")
+                target = urljoin(str(built.url), location) if location else ""
+                host = urlparse(target).hostname or "?"
+                if not target or hops >= max_redirects:
+                    followed = f" after following {hops}" if hops else ""
+                    raise error(
+                        f"{what} answered {response.status_code}"
+                        + (f", a redirect to {host}" if target else " without a Location")
+                        + f"{followed}: not delivered (redirects are followed only where the agent's "
+                        "max_redirects allows)",
+                        permanent=True,
+                        status=response.status_code,
+                    )
+                hops += 1
+                where = redact(target) if secret else target
+                built = _prepare(_redirect(built, response, target), _check_destination(target, where), secret)
         except httpx.TimeoutException as exc:
             failure = error(f"{what}: timed out after {budget:.1f}s ({type(exc).__name__})")
         except httpx.HTTPError as exc:

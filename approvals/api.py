@@ -12,10 +12,11 @@ from ninja.errors import HttpError
 from ninja.pagination import paginate
 from pydantic import ConfigDict, field_validator, model_validator
 
+from accounts import permissions
 from approvals import services
 from approvals.models import ApprovalDecision, ApprovalRequest
-from config.api import ErrorOut, Pagination, require_scope, with_errors
-from config.jsonsafe import json_object, unstorable
+from config.api import ErrorOut, Pagination, require, with_errors
+from config.jsonsafe import NO_NUL, json_object, unstorable
 
 router = Router(tags=["approvals"])
 
@@ -33,7 +34,9 @@ class DecisionIn(Schema):
 
     model_config = ConfigDict(extra="forbid")
 
-    comment: str = Field("", max_length=5000, description="Why; required to reject.")
+    comment: str = Field(
+        "", max_length=5000, description="Why; required to reject.", json_schema_extra={"pattern": NO_NUL}
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -47,6 +50,26 @@ class DecisionIn(Schema):
         if problem:
             raise ValueError(problem)
         return value
+
+
+class RejectIn(DecisionIn):
+    """``{"comment": "why"}``: a reject needs a reason. The schema says so; ``decide`` enforces it after checking
+    who may decide and whether the request is still open, so those refusals (403, 404, 409) come first."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "required": ["comment"],
+            "properties": {
+                "comment": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 5000,
+                    "pattern": "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$",
+                    "description": "Why the step is rejected: some text besides spaces.",
+                }
+            },
+        }
+    )
 
 
 class DecisionOut(Schema):
@@ -149,7 +172,7 @@ def approval_or_404(approval_id: int) -> ApprovalRequest:
 )
 @paginate(Pagination)
 def list_approvals(request: HttpRequest, filters: Query[ApprovalFilters]) -> Any:
-    require_scope(request, "read")
+    require(request, permissions.VIEW_APPROVALS)
     found = _requests().order_by("-requested_at")
     if filters.status:
         found = found.filter(status=filters.status)
@@ -164,13 +187,13 @@ def list_approvals(request: HttpRequest, filters: Query[ApprovalFilters]) -> Any
     "/approvals/{approval_id}", response=with_errors({200: ApprovalOut, 404: ErrorOut}), summary="An approval request"
 )
 def get_approval(request: HttpRequest, approval_id: int) -> ApprovalRequest:
-    require_scope(request, "read")
+    require(request, permissions.VIEW_APPROVALS)
     return approval_or_404(approval_id)
 
 
 def _decide(request: HttpRequest, approval_id: int, decision: str, payload: DecisionIn | None) -> ApprovalRequest:
     # payload is None only when there is no body at all; a JSON null body is refused by DecisionIn.
-    require_scope(request, "approve")
+    require(request, permissions.DECIDE)
     try:
         services.decide(
             approval_id,
@@ -184,8 +207,8 @@ def _decide(request: HttpRequest, approval_id: int, decision: str, payload: Deci
     return approval_or_404(approval_id)
 
 
-_BODY = 'Optional: {"comment": "..."}; no body means no comment.'
-_APPROVE_BODY, _REJECT_BODY = Body(None, description=_BODY), Body(None, description=_BODY)
+_APPROVE_BODY = Body(None, description='Optional: {"comment": "..."}; no body means no comment.')
+_REJECT_BODY = Body(None, description='{"comment": "why"}: the reason is required.')
 _DECISION_RESPONSES = {200: ApprovalOut, 403: ErrorOut, 404: ErrorOut, 409: DecisionConflictOut, 422: ErrorOut}
 
 
@@ -202,6 +225,7 @@ def approve(request: HttpRequest, approval_id: int, payload: DecisionIn = _APPRO
     "/approvals/{approval_id}/reject",
     response=with_errors(_DECISION_RESPONSES),
     summary="Reject a gated step; the run is REJECTED (a comment with the reason is required)",
+    openapi_extra={"requestBody": {"required": True}},
 )
-def reject(request: HttpRequest, approval_id: int, payload: DecisionIn = _REJECT_BODY) -> ApprovalRequest:
+def reject(request: HttpRequest, approval_id: int, payload: RejectIn = _REJECT_BODY) -> ApprovalRequest:
     return _decide(request, approval_id, ApprovalDecision.Decision.REJECT, payload)

@@ -17,6 +17,7 @@ from django.contrib.auth.models import AbstractUser, AnonymousUser
 from django.db import transaction
 from django.utils import timezone
 
+from accounts import permissions
 from approvals.models import ApprovalDecision, ApprovalRequest
 from config.jsonsafe import unstorable
 from workflows import events, runner
@@ -25,7 +26,7 @@ from workflows.templating import TemplateError, render_inputs
 
 logger = logging.getLogger("approvals")
 
-DECIDE_PERMISSION = "approvals.decide_approval"
+DECIDE_PERMISSION = permissions.DECIDE_PERMISSION
 EXPIRED_REASON = "approval expired"
 
 User = AbstractUser | AnonymousUser

@@ -28,6 +28,7 @@ from bench import common
 def setup_django() -> None:
     os.environ["DATABASE_URL"] = common.database_url()
     os.environ.setdefault("SECRET_KEY", "benchmark-only-secret-key")
+    os.environ.setdefault("WEBHOOK_TOKEN", "benchmark-only-webhook-token")
     os.environ.setdefault("OTEL_SDK_DISABLED", "true")  # the benchmark driver itself is not measured
     os.environ.setdefault("LOG_LEVEL", "warning")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")

@@ -39,8 +39,8 @@ def issue_token() -> str:
 
     from accounts.models import ApiToken
 
-    user, _ = get_user_model().objects.get_or_create(username="bench", defaults={"is_active": True})
-    _, value = ApiToken.issue(user, name="bench")
+    user, _ = get_user_model().objects.get_or_create(username="bench", defaults={"is_superuser": True})
+    _, value = ApiToken.issue(user, name="bench", scopes=("trigger", "read"))
     return value
 
 

@@ -50,6 +50,7 @@ def service_env(**extra: str) -> dict[str, str]:
         **os.environ,
         "DATABASE_URL": database_url(),
         "SECRET_KEY": "benchmark-only-secret-key",
+        "WEBHOOK_TOKEN": "benchmark-only-webhook-token",
         "DEBUG": "false",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "LOG_LEVEL": "info",

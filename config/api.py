@@ -6,13 +6,17 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
+from django.middleware.csrf import CsrfViewMiddleware
 from ninja import Field, NinjaAPI, Schema
-from ninja.errors import AuthenticationError
+from ninja.errors import AuthenticationError, AuthorizationError, HttpError
 from ninja.pagination import LimitOffsetPagination
 from ninja.security import HttpBearer, SessionAuth
 
+from accounts import throttle
 from accounts.models import ApiToken
+from accounts.permissions import Operation, refusal
 from approvals.services import ApprovalError
+from config.jsonsafe import STORABLE_JSON_SCHEMA, expand_storable
 from workflows.models import InvalidTransition
 from workflows.services import IdempotencyConflict, WorkflowDisabled
 
@@ -23,8 +27,9 @@ class ErrorOut(Schema):
 
 def with_errors(responses: dict[int, Any]) -> dict[int, Any]:
     """``responses`` plus the errors every operation may answer: 400 malformed JSON, 401 no or a bad token,
-    403 missing scope or permission, 422 a parameter or body that breaks the schema."""
-    return {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 422: ErrorOut, **responses}
+    403 missing scope or permission (or a session request without its CSRF token), 413 a body over
+    API_MAX_BODY_BYTES, 422 a parameter or body that breaks the schema, 429 too many wrong tokens."""
+    return {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 413: ErrorOut, 422: ErrorOut, 429: ErrorOut, **responses}
 
 
 class Pagination(LimitOffsetPagination):
@@ -35,51 +40,144 @@ class Pagination(LimitOffsetPagination):
         offset: int = Field(0, ge=0, le=1_000_000_000)
 
 
+class InvalidCredentials(AuthenticationError):
+    """401: no credentials at all, or an Authorization header that is not a valid API token."""
+
+    def __init__(self, message: str, *, presented: bool) -> None:
+        super().__init__(401, message)
+        self.presented = presented
+
+
+class TooManyTokenFailures(HttpError):
+    """429: this client address presented too many wrong API tokens (accounts/throttle.py)."""
+
+    def __init__(self, wait: int) -> None:
+        super().__init__(429, f"too many invalid API tokens from your address; try again in {wait} s")
+        self.wait = wait
+
+
+class CsrfFailed(AuthorizationError):
+    """403: a request authenticated by the admin session cookie without the CSRF token that must go with it."""
+
+
 class TokenAuth(HttpBearer):
-    """``Authorization: Bearer cc_...`` with a token from `manage.py create_api_token`."""
+    """``Authorization: Bearer cc_...`` with a token from `manage.py create_api_token`.
+
+    Whenever an Authorization header is present it decides: a valid token authenticates, anything else is 401
+    at once (never a fall-through to the session and its CSRF check). Wrong tokens count against the client
+    address, which is answered 429 past the limit.
+    """
+
+    def __call__(self, request: HttpRequest) -> ApiToken | None:
+        header = request.headers.get(self.header)
+        if header is None:
+            return None  # not a token request: the session may authenticate it
+        address = throttle.client_address(request)
+        wait = throttle.token_wait(address)
+        if wait:
+            raise TooManyTokenFailures(wait)
+        scheme, _, value = header.strip().partition(" ")
+        value = value.strip()
+        found = ApiToken.authenticate(value) if scheme.lower() == "bearer" and value else None
+        if found is None:
+            wait = throttle.token_failed(address, ApiToken.prefix_of(value))
+            if wait:
+                raise TooManyTokenFailures(wait)
+            raise InvalidCredentials(
+                "invalid API token: send 'Authorization: Bearer <API token>' with an active token", presented=True
+            )
+        request.user = found.user
+        request.api_token = found  # type: ignore[attr-defined]
+        return found
 
     def authenticate(self, request: HttpRequest, token: str) -> ApiToken | None:
-        found = ApiToken.authenticate(token)
-        if found is not None:
-            request.user = found.user
-            request.api_token = found  # type: ignore[attr-defined]
-        return found
+        return ApiToken.authenticate(token)
+
+
+class _CsrfCheck(CsrfViewMiddleware):
+    def _reject(self, request: HttpRequest, reason: str) -> Any:
+        return reason
 
 
 class StaffSessionAuth(SessionAuth):
-    """The admin session of a logged-in staff user (CSRF-checked for unsafe methods)."""
+    """The admin session of a signed-in, active staff user. CSRF is checked for unsafe methods, and only once
+    the session is known to authenticate the request: a request without one gets 401, not a CSRF 403."""
+
+    def __call__(self, request: HttpRequest) -> Any:
+        user = request.user
+        if not (user.is_authenticated and user.is_active and user.is_staff):
+            return None
+        if self.csrf and not getattr(request, "_ninja_csrf_exempt", False):
+            request.csrf_processing_done = False  # type: ignore[attr-defined]
+            check = _CsrfCheck(lambda r: HttpResponse())
+            check.process_request(request)
+            reason = check.process_view(request, lambda r: HttpResponse(), (), {})
+            if reason is not None:
+                raise CsrfFailed(
+                    403,
+                    f"CSRF check failed ({reason}): a request with the admin session cookie must send the "
+                    "csrftoken cookie's value in the X-CSRFToken header (or use an API token instead)",
+                )
+        request.api_token = None  # type: ignore[attr-defined]
+        return user
 
     def authenticate(self, request: HttpRequest, key: str | None) -> Any:
-        user = super().authenticate(request, key)
-        if user is not None and user.is_staff:
-            request.api_token = None  # type: ignore[attr-defined]
-            return user
-        return None
+        return self(request)
 
 
-api = NinjaAPI(
+class Api(NinjaAPI):
+    """The NinjaAPI whose OpenAPI document also says which JSON values can be stored (config/jsonsafe.py)."""
+
+    def get_openapi_schema(self, *args: Any, **kwargs: Any) -> Any:
+        schema = super().get_openapi_schema(*args, **kwargs)
+        expand_storable(schema)
+        schema["components"].setdefault("schemas", {})["StorableJson"] = STORABLE_JSON_SCHEMA
+        return schema
+
+
+api = Api(
     title="CommandCenter API",
     version="1",
-    description="Trigger workflows, follow runs, cancel and retry them. Authenticate with an API token.",
+    description=(
+        "Trigger workflows, follow runs, cancel and retry them, decide approvals. Authenticate with an API token "
+        "(Authorization: Bearer ...) or, from the console, the admin session cookie with the X-CSRFToken header. "
+        "Every operation needs the same Django permission as in the console; a token's scopes narrow its user's."
+    ),
     auth=[TokenAuth(), StaffSessionAuth()],
     urls_namespace="api",
 )
 
 
-def require_scope(request: HttpRequest, scope: str) -> None:
-    """Tokens carry scopes; a staff session may do what its Django permissions allow."""
-    token: ApiToken | None = getattr(request, "api_token", None)
-    if token is not None and scope not in token.scopes:
-        raise PermissionDenied(f"this API token lacks the {scope!r} scope")
+def require(request: HttpRequest, operation: Operation) -> None:
+    """PermissionDenied (403) unless the user may do ``operation`` and, with a token, its scopes cover it."""
+    problem = refusal(request.user, operation, getattr(request, "api_token", None))
+    if problem:
+        raise PermissionDenied(problem)
 
 
 @api.exception_handler(AuthenticationError)
 def unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
-    return api.create_response(
-        request,
-        {"detail": "missing or invalid credentials: send 'Authorization: Bearer <API token>'"},
-        status=401,
+    presented = isinstance(exc, InvalidCredentials) and exc.presented
+    detail = (
+        exc.message
+        if isinstance(exc, InvalidCredentials)
+        else "missing credentials: send 'Authorization: Bearer <API token>'"
     )
+    response = api.create_response(request, {"detail": detail}, status=401)
+    response["WWW-Authenticate"] = 'Bearer realm="api"' + (', error="invalid_token"' if presented else "")
+    return response
+
+
+@api.exception_handler(TooManyTokenFailures)
+def too_many_token_failures(request: HttpRequest, exc: TooManyTokenFailures) -> HttpResponse:
+    response = api.create_response(request, {"detail": exc.message}, status=429)
+    response["Retry-After"] = str(exc.wait)
+    return response
+
+
+@api.exception_handler(CsrfFailed)
+def csrf_failed(request: HttpRequest, exc: CsrfFailed) -> HttpResponse:
+    return api.create_response(request, {"detail": exc.message}, status=403)
 
 
 @api.exception_handler(PermissionDenied)

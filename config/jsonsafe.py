@@ -63,3 +63,39 @@ def json_object(data: Any, expected: str) -> Any:
     if not isinstance(data, dict):
         raise ValueError(f"the request body must be a JSON object {expected}")
     return data
+
+
+# What ``unstorable`` accepts, as JSON Schema, for API documentation: strings and object keys without NUL at
+# any depth (NaN and Infinity are not JSON to begin with). Referenced as "#/components/schemas/StorableJson".
+NO_NUL = "^[^\\u0000]*$"
+STORABLE_JSON_SCHEMA: dict[str, Any] = {
+    "description": "Any JSON value whose strings and object keys hold no NUL character.",
+    "anyOf": [
+        {"type": "string", "pattern": NO_NUL},
+        {"type": "number"},
+        {"type": "boolean"},
+        {"type": "null"},
+        {"type": "array", "items": {"$ref": "#/components/schemas/StorableJson"}},
+        {
+            "type": "object",
+            "propertyNames": {"pattern": NO_NUL},
+            "additionalProperties": {"$ref": "#/components/schemas/StorableJson"},
+        },
+    ],
+}
+# Marks an object field whose values must be storable; config.api.Api expands it into the schema above in the
+# OpenAPI document (pydantic cannot hold a reference to a schema it does not define itself).
+STORABLE_OBJECT: dict[str, Any] = {"x-storable": True}
+
+
+def expand_storable(node: Any) -> None:
+    """Replaces each ``x-storable`` mark in an OpenAPI document with the storable-values constraints."""
+    if isinstance(node, dict):
+        if node.pop("x-storable", False):
+            node["propertyNames"] = {"pattern": NO_NUL}
+            node["additionalProperties"] = {"$ref": "#/components/schemas/StorableJson"}
+        for child in node.values():
+            expand_storable(child)
+    elif isinstance(node, list):
+        for child in node:
+            expand_storable(child)

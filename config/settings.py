@@ -185,10 +185,16 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
-# Admin sign-in throttle (accounts/throttle.py): after this many failures for one username from one address
-# within the window, further attempts are refused until the window has passed.
+# Admin sign-in throttle (accounts/throttle.py): after this many failed attempts for one username (from any
+# address), or from one client address (for any usernames), within the window, further attempts are refused
+# without checking the password until the window has passed.
 ADMIN_LOGIN_MAX_FAILURES = envint("ADMIN_LOGIN_MAX_FAILURES", 5, minimum=1)
+ADMIN_LOGIN_MAX_FAILURES_PER_ADDRESS = envint("ADMIN_LOGIN_MAX_FAILURES_PER_ADDRESS", 20, minimum=1)
 ADMIN_LOGIN_WINDOW_SECONDS = envint("ADMIN_LOGIN_WINDOW_SECONDS", 900, minimum=1)
+# API tokens: after this many wrong tokens from one client address within the window, requests from it that
+# carry an Authorization header are answered 429 until the window has passed.
+API_TOKEN_MAX_FAILURES = envint("API_TOKEN_MAX_FAILURES", 20, minimum=1)
+API_TOKEN_FAILURE_WINDOW_SECONDS = envint("API_TOKEN_FAILURE_WINDOW_SECONDS", 300, minimum=1)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -249,9 +255,18 @@ WORKER_HEARTBEAT_FILE = envstr("WORKER_HEARTBEAT_FILE")
 # POST /webhooks/grafana authentication: a bearer token, Grafana's HMAC signature, or both (then both must
 # pass). Grafana signs "<timestamp>:<body>" when its contact point names a timestamp header; this must be
 # the same header name. Empty WEBHOOK_TIMESTAMP_HEADER accepts signatures over the body alone (no replay
-# window). With neither secret set the webhook is open, and a system check warns when DEBUG is off.
+# window). With neither secret set the webhook would take anyone's alerts (and a forged "resolved" alert
+# expires approval gates), so outside DEBUG that stops the process at start-up unless
+# WEBHOOK_ALLOW_UNAUTHENTICATED says authentication is done in front of the service.
 WEBHOOK_TOKEN = envsecret("WEBHOOK_TOKEN")
 WEBHOOK_HMAC_SECRET = envsecret("WEBHOOK_HMAC_SECRET")
+WEBHOOK_ALLOW_UNAUTHENTICATED = envbool("WEBHOOK_ALLOW_UNAUTHENTICATED", False)
+if not (DEBUG or TESTING or WEBHOOK_TOKEN or WEBHOOK_HMAC_SECRET or WEBHOOK_ALLOW_UNAUTHENTICATED):
+    raise ImproperlyConfigured(
+        "WEBHOOK_TOKEN or WEBHOOK_HMAC_SECRET (or their *_FILE variants) is required when DEBUG is off: without "
+        "one, anyone who reaches /webhooks/grafana can start runs and expire approval gates. Set "
+        "WEBHOOK_ALLOW_UNAUTHENTICATED=true only if a proxy in front of the service authenticates the sender."
+    )
 WEBHOOK_TIMESTAMP_HEADER = envstr("WEBHOOK_TIMESTAMP_HEADER", "X-Grafana-Alerting-Signature-Timestamp").strip()
 WEBHOOK_TIMESTAMP_TOLERANCE_SECONDS = envint("WEBHOOK_TIMESTAMP_TOLERANCE_SECONDS", 300, minimum=1)
 # A repeat of the same alert (fingerprint, status, startsAt) within this window starts no second run.

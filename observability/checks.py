@@ -17,7 +17,8 @@ def webhook_secret_check(app_configs: Any = None, **kwargs: Any) -> list[CheckMe
         Warning(
             "The alert webhook /webhooks/grafana accepts unauthenticated requests.",
             hint="Set WEBHOOK_TOKEN and/or WEBHOOK_HMAC_SECRET (or their *_FILE variants) and configure "
-            "the same in Grafana's webhook contact point.",
+            "the same in Grafana's webhook contact point. Outside DEBUG the service only starts without them "
+            "when WEBHOOK_ALLOW_UNAUTHENTICATED=true says a proxy in front authenticates the sender.",
             id="observability.W001",
         )
     ]

@@ -53,7 +53,7 @@ def child(requests: int, chains: int) -> dict[str, Any]:
 
     WorkflowRun.objects.all().delete()
     DBTaskResult.objects.all().delete()
-    user, _ = User.objects.get_or_create(username="overhead", defaults={"is_staff": True})
+    user, _ = User.objects.get_or_create(username="overhead", defaults={"is_staff": True, "is_superuser": True})
     _, token = ApiToken.issue(user, name="overhead", scopes=("trigger", "read"))
     client = Client(HTTP_HOST="localhost", HTTP_AUTHORIZATION=f"Bearer {token}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -61,29 +62,41 @@ def outsider(db: None) -> User:
 
 
 class ApiClient:
-    """A test client that sends a bearer token and JSON bodies."""
+    """A test client for the API that meets CSRF checks as real clients do: it sends a bearer token, or it is
+    signed in to the admin and sends the session's CSRF token (``session``), with JSON bodies."""
 
     def __init__(self, token: str | None) -> None:
-        self.client = Client()
+        self.client = Client(enforce_csrf_checks=True)
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    @classmethod
+    def session(cls, user: User, *, csrf: bool = True) -> ApiClient:
+        """Signed in as ``user``; with ``csrf`` it sends the X-CSRFToken header as the console's pages would."""
+        client = cls(None)
+        client.client.get("/admin/login/")  # the sign-in page sets the csrftoken cookie, as for a browser
+        client.client.force_login(user)
+        if csrf:
+            client.headers["X-CSRFToken"] = client.client.cookies["csrftoken"].value
+        return client
 
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.client.get(path, headers={**self.headers, **kwargs.pop("headers", {})}, **kwargs)
 
     def post(self, path: str, data: Any = None, *, raw: bytes | str | None = None, **kwargs: Any) -> Any:
-        body = raw if raw is not None else (None if data is None else __import__("json").dumps(data))
+        body = raw if raw is not None else (None if data is None else json.dumps(data))
         return self.client.generic(
             "POST",
             path,
             data=body or b"",
             content_type=kwargs.pop("content_type", "application/json"),
             headers={**self.headers, **kwargs.pop("headers", {})},
+            **kwargs,
         )
 
 
 @pytest.fixture
 def api(operator: User) -> ApiClient:
-    _, value = ApiToken.issue(operator, name="tests")
+    _, value = ApiToken.issue(operator, name="tests", scopes=("trigger", "read", "approve"))
     return ApiClient(value)
 
 

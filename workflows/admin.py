@@ -44,6 +44,7 @@ from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from accounts import permissions
 from agents.models import Agent, AgentRun
 from approvals.models import ApprovalRequest
 from config.jsonsafe import unstorable
@@ -62,13 +63,12 @@ from workflows.models import (
     WorkflowRun,
 )
 
-OPERATE_PERMISSION = "workflows.change_workflowrun"
 JSON_PREVIEW_CHARS = 20_000
 
 
 def may_operate(request: HttpRequest) -> bool:
-    """Cancel, retry, re-run and trigger: operators holding ``workflows.change_workflowrun``."""
-    return bool(request.user.has_perm(OPERATE_PERMISSION))
+    """Cancel, retry, re-run and trigger: the same permission the API checks (accounts.permissions)."""
+    return permissions.allows(request.user, permissions.OPERATE)
 
 
 def status_badge(status: str) -> str:

@@ -10,8 +10,9 @@ from ninja.errors import HttpError
 from ninja.pagination import paginate
 from pydantic import ConfigDict, ValidationInfo, field_validator, model_validator
 
-from config.api import ErrorOut, Pagination, require_scope, with_errors
-from config.jsonsafe import json_object, unstorable
+from accounts import permissions
+from config.api import ErrorOut, Pagination, require, with_errors
+from config.jsonsafe import STORABLE_OBJECT, json_object, unstorable
 from workflows import runner, services
 from workflows.models import RunStatus, TriggerSource, Workflow, WorkflowRun
 
@@ -25,10 +26,17 @@ class TriggerIn(Schema):
     context its sender meant; so are values a context cannot hold: NaN, Infinity and NUL characters.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    # The schema says what the validators below enforce: one of the two fields, and only storable values.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"not": {"required": ["context", "contextJson"]}})
 
-    context: dict[str, Any] = Field(default_factory=dict, description="The run's context, an object.")
-    contextJson: dict[str, Any] = Field(default_factory=dict, description="Alias of context, as older clients send it.")
+    context: dict[str, Any] = Field(
+        default_factory=dict, description="The run's context, an object.", json_schema_extra=STORABLE_OBJECT
+    )
+    contextJson: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Alias of context, as older clients send it.",
+        json_schema_extra=STORABLE_OBJECT,
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -213,7 +221,7 @@ def trigger(
     idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=200),
 ) -> Status:
     # payload is None only when there is no body at all; a JSON null body is refused by TriggerIn.
-    require_scope(request, "trigger")
+    require(request, permissions.TRIGGER)
     workflow = workflow_or_404(slug)
     token = getattr(request, "api_token", None)
     run, _ = services.trigger_workflow(
@@ -230,7 +238,7 @@ def trigger(
 @router.get("/runs", response=with_errors({200: list[RunOut]}), summary="List runs, newest first")
 @paginate(Pagination)
 def list_runs(request: HttpRequest, status: RunStatus | None = None, workflow: str | None = None) -> Any:
-    require_scope(request, "read")
+    require(request, permissions.VIEW_RUNS)
     runs = WorkflowRun.objects.select_related("workflow").order_by("-created_at")
     if status:
         runs = runs.filter(status=status)
@@ -243,7 +251,7 @@ def list_runs(request: HttpRequest, status: RunStatus | None = None, workflow: s
     "/runs/{run_id}", response=with_errors({200: RunDetailOut, 404: ErrorOut}), summary="A run with its step attempts"
 )
 def get_run(request: HttpRequest, run_id: uuid.UUID) -> WorkflowRun:
-    require_scope(request, "read")
+    require(request, permissions.VIEW_RUNS)
     return run_or_404(run_id)
 
 
@@ -251,7 +259,7 @@ def get_run(request: HttpRequest, run_id: uuid.UUID) -> WorkflowRun:
     "/runs/{run_id}/cancel", response=with_errors({200: RunOut, 404: ErrorOut, 409: ErrorOut}), summary="Cancel a run"
 )
 def cancel_run(request: HttpRequest, run_id: uuid.UUID) -> WorkflowRun:
-    require_scope(request, "trigger")
+    require(request, permissions.OPERATE)
     run = run_or_404(run_id)
     runner.cancel_run(run, reason=f"cancelled by {_actor(request)} via api", actor=_actor(request))
     return run
@@ -263,7 +271,7 @@ def cancel_run(request: HttpRequest, run_id: uuid.UUID) -> WorkflowRun:
     summary="Re-run the failed steps",
 )
 def retry_run(request: HttpRequest, run_id: uuid.UUID) -> WorkflowRun:
-    require_scope(request, "trigger")
+    require(request, permissions.OPERATE)
     run = run_or_404(run_id)
     runner.retry_run(run, actor=_actor(request))
     return run
@@ -275,14 +283,14 @@ def retry_run(request: HttpRequest, run_id: uuid.UUID) -> WorkflowRun:
     summary="Start a new run of the same workflow with the same context, linked to this one",
 )
 def rerun_run(request: HttpRequest, run_id: uuid.UUID) -> Status:
-    require_scope(request, "trigger")
+    require(request, permissions.OPERATE)
     new_run = services.rerun(run_or_404(run_id), user=request.user)
     return Status(202, new_run)
 
 
 @router.get("/workflows", response=with_errors({200: list[WorkflowOut]}), summary="List workflows")
 def list_workflows(request: HttpRequest) -> Any:
-    require_scope(request, "read")
+    require(request, permissions.VIEW_WORKFLOWS)
     return Workflow.objects.all()
 
 
@@ -292,5 +300,5 @@ def list_workflows(request: HttpRequest) -> Any:
     summary="A workflow and its steps",
 )
 def get_workflow(request: HttpRequest, slug: str) -> Workflow:
-    require_scope(request, "read")
+    require(request, permissions.VIEW_WORKFLOWS)
     return workflow_or_404(slug)

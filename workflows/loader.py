@@ -18,7 +18,7 @@ from django.db import transaction
 from agents.executors import EXECUTORS, executor_class
 from agents.models import Agent
 from workflows.models import Workflow, WorkflowNode
-from workflows.templating import references
+from workflows.templating import TemplateError, references
 
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _NODE_KEYS = {
@@ -118,7 +118,11 @@ def validate_graph(where: str, nodes: list[dict[str, Any]], known_agents: set[st
         raise DefinitionError(f"{where}: dependency cycle {' -> '.join(cycle)}")
     for node in nodes:
         upstream = ancestors(edges, node["key"])
-        for ref in references(node.get("inputs", {})):
+        try:
+            used = references(node.get("inputs", {}))
+        except TemplateError as exc:
+            raise DefinitionError(f"{where}: node {node['key']!r}: {exc}") from exc
+        for ref in used:
             root, _, rest = ref.partition(".")
             if root not in ("context", "steps", "run"):
                 raise DefinitionError(
@@ -234,6 +238,7 @@ def _read(path: Path, defs: Definitions) -> None:
         problems = executor_class(raw["type"]).validate_config(config)
         if problems:
             raise DefinitionError(f"{where}: config {'; '.join(problems)}")
+        config = executor_class(raw["type"]).normalise_config(config)
         if slug in defs.agents:
             raise DefinitionError(f"{where}: defined twice ({defs.sources['agent:' + slug]} and {path})")
         defs.agents[slug] = {**raw, "config": config}

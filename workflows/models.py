@@ -126,9 +126,11 @@ class RunStatus(models.TextChoices):
 TERMINAL_RUN_STATUSES = frozenset({RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.REJECTED})
 ACTIVE_RUN_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING_APPROVAL)
 
+# Every move the runner, the approvals and the operator actions can ask for. A run stays PENDING while a step is
+# queued and none has started, and a gated root step may be rejected (or expire) in that window.
 _RUN_MOVES: dict[str, frozenset[str]] = {
     RunStatus.PENDING: frozenset(
-        {RunStatus.RUNNING, RunStatus.WAITING_APPROVAL, RunStatus.CANCELLED, RunStatus.FAILED}
+        {RunStatus.RUNNING, RunStatus.WAITING_APPROVAL, RunStatus.CANCELLED, RunStatus.FAILED, RunStatus.REJECTED}
     ),
     RunStatus.RUNNING: frozenset(
         {

@@ -57,5 +57,10 @@ class Executor:
         """Problems with an agent's config, as messages naming the key; empty when valid."""
         return []
 
+    @classmethod
+    def normalise_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """A valid config as it is stored when definitions are synced (the command agent resolves its program)."""
+        return config
+
     def execute(self, action: str, inputs: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         raise NotImplementedError

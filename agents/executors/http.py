@@ -4,12 +4,14 @@ from typing import Any
 
 from agents import http
 from agents.executors.base import AgentError, Executor, StepContext
+from agents.http import redirect_problems
 
 _METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"}
 
 
 class HttpExecutor(Executor):
-    """Calls an HTTP endpoint. Config: ``url`` (or input ``url``), ``method``, ``headers``, ``retries``.
+    """Calls an HTTP endpoint. Config: ``url`` (or input ``url``), ``method``, ``headers``, ``retries``, and
+    ``max_redirects`` (default 0: a redirect fails the attempt; up to 10 are followed, each checked like the URL).
 
     Inputs: ``json`` (request body), ``params`` are merged into the URL by the caller's template. Output:
     status, response headers of interest, and the body as JSON when it is JSON, else as text.
@@ -28,7 +30,7 @@ class HttpExecutor(Executor):
             problems.append("url: must start with http:// or https://")
         if not isinstance(config.get("headers", {}), dict):
             problems.append("headers: must be a mapping of header name to value")
-        return problems
+        return problems + redirect_problems(config)
 
     def execute(self, action: str, inputs: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
         url = inputs.get("url") or self.config.get("url")
@@ -44,6 +46,7 @@ class HttpExecutor(Executor):
                 headers=headers,
                 retries=int(self.config.get("retries", 0)),
                 deadline=ctx.deadline,
+                max_redirects=int(self.config.get("max_redirects", 0)),
             )
         except http.TransportError as exc:
             raise AgentError(str(exc), permanent=exc.permanent, retry_after=exc.retry_after) from exc

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
+from urllib.parse import urlparse
 
 import httpx
 from django.conf import settings
@@ -38,6 +39,18 @@ class Link:
     url: str
 
 
+def web_url(url: str) -> bool:
+    """Whether ``url`` is an absolute http(s) URL with a host: the only kind a notification makes a link of.
+
+    ``javascript:``, ``data:`` and the like, scheme-relative and relative URLs, and URLs with spaces or control
+    characters (which some renderers drop, joining "java" and "script:") are shown as text instead.
+    """
+    if not url or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        return False
+    parsed = urlparse(url)
+    return parsed.scheme in ("http", "https") and bool(parsed.hostname)
+
+
 @dataclass
 class Message:
     """One notification, whatever the channel: a title, what happened, and where to look."""
@@ -52,6 +65,14 @@ class Message:
     run_id: str = ""
     workflow: str = ""
     timestamp: datetime = field(default_factory=timezone.now)
+
+    def __post_init__(self) -> None:
+        # Links come from alert annotations and step inputs, i.e. from outside: anything that is not a web URL
+        # is kept as a labelled fact, as text, so no channel turns it into something to click.
+        shown_as_text = {link.label: link.url for link in self.links if not web_url(link.url)}
+        if shown_as_text:
+            self.links = [link for link in self.links if web_url(link.url)]
+            self.fields = {**self.fields, **shown_as_text}
 
     @property
     def resolved(self) -> bool:
@@ -111,7 +132,7 @@ class Channel:
             value = config.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
                 problems.append(f"{key}: must be a non-negative number, not {value!r}")
-        return problems
+        return problems + http.redirect_problems(config)
 
     def setting(self, key: str, default: str = "") -> str:
         """``key`` from the config, else the environment variable named by ``<key>_env``."""
@@ -151,7 +172,8 @@ class Channel:
     ) -> httpx.Response:
         """POSTs through the one outgoing-HTTP wrapper; a failure becomes an AgentError naming the host only.
 
-        A URL among the channel's secrets is sent as a secret: errors and telemetry show it redacted.
+        A URL among the channel's secrets is sent as a secret: errors and telemetry show it redacted. A redirect
+        is a failed delivery unless the config's ``max_redirects`` allows following it.
         """
         timeout = float(self.config.get("timeout_seconds") or settings.NOTIFIER_TIMEOUT_SECONDS)
         retries = self.config.get("retries")
@@ -166,6 +188,7 @@ class Channel:
                 headers=headers,
                 deadline=ctx.deadline,
                 secret="url" in self.secret_keys,
+                max_redirects=int(self.config.get("max_redirects", 0)),
             )
         except http.TransportError as exc:
             # Not chained: the underlying exceptions hold the request, and with it the URL.

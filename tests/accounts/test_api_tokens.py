@@ -17,7 +17,7 @@ from django.db import connection
 from django.test import Client
 from django.urls import reverse
 
-from accounts.models import ApiToken
+from accounts.models import SCOPES, ApiToken
 from tests.conftest import ApiClient
 
 pytestmark = pytest.mark.django_db
@@ -25,9 +25,9 @@ pytestmark = pytest.mark.django_db
 TOKEN = re.compile(r"^cc_(?P<prefix>[0-9a-f]{8})_(?P<secret>[A-Za-z0-9_-]{40,})$")
 
 
-def create_api_token(*args: str) -> str:
+def create_api_token(*args: str, stderr: StringIO | None = None) -> str:
     out = StringIO()
-    call_command("create_api_token", *args, stdout=out)
+    call_command("create_api_token", *args, stdout=out, stderr=stderr or StringIO())
     return out.getvalue()
 
 
@@ -37,8 +37,9 @@ def stored_cells() -> str:
         return " ".join(str(cell) for row in cursor.fetchall() for cell in row)
 
 
-def test_create_api_token_prints_a_token_that_works_as_bearer(synced: None, operator: User) -> None:
-    output = create_api_token("olivia", "--name", "deploy bot")
+def test_create_api_token_prints_a_read_only_token_by_default_and_says_so(synced: None, operator: User) -> None:
+    said = StringIO()
+    output = create_api_token("olivia", "--name", "deploy bot", stderr=said)
     lines = output.splitlines()
     assert len(lines) == 1, output  # the token and nothing else, so scripts can capture it
     value = lines[0]
@@ -46,14 +47,30 @@ def test_create_api_token_prints_a_token_that_works_as_bearer(synced: None, oper
     assert match, value
     token = ApiToken.objects.get()
     assert (token.user, token.name, token.prefix) == (operator, "deploy bot", match["prefix"])
-    assert token.scopes == ["trigger", "read", "approve"]
+    assert token.scopes == ["read"]
+    assert said.getvalue().splitlines() == [
+        f"Token {token.prefix}… for olivia with scope(s): read.",
+        "  read: may view workflows; view runs; view approval requests",
+    ]
 
     client = ApiClient(value)
     assert client.get("/api/workflows").status_code == 200
     response = client.post("/api/workflows/scan-and-notify/trigger", {"context": {"target": "db01"}})
-    assert response.status_code == 202
+    assert response.status_code == 403 and "'trigger' scope" in response.json()["detail"]
     token.refresh_from_db()
     assert token.last_used_at is not None
+
+
+def test_more_scopes_are_asked_for_and_a_scope_the_user_cannot_use_is_named(synced: None, viewer: User) -> None:
+    said = StringIO()
+    value = create_api_token("victor", "--scopes", "trigger,read", stderr=said).strip()
+    assert ApiToken.objects.get().scopes == ["trigger", "read"]
+    assert "  trigger: grants nothing: victor holds none of the permissions it covers" in said.getvalue()
+    response = ApiClient(value).post("/api/workflows/scan-and-notify/trigger", {"context": {}})
+    assert response.status_code == 403
+    assert response.json()["detail"] == (
+        "victor lacks the permission to trigger workflows (workflows.change_workflowrun)"
+    )
 
 
 def test_the_printed_token_is_stored_only_as_a_hash_and_shown_only_once(operator: User) -> None:
@@ -109,8 +126,8 @@ def test_an_unknown_user_is_a_clear_error_and_a_non_zero_exit() -> None:
 
 
 def test_the_admin_revoke_action_turns_the_token_away(synced: None, operator: User) -> None:
-    revoked, revoked_value = ApiToken.issue(operator, name="leaked")
-    _, kept_value = ApiToken.issue(operator, name="kept")
+    revoked, revoked_value = ApiToken.issue(operator, name="leaked", scopes=SCOPES)
+    _, kept_value = ApiToken.issue(operator, name="kept", scopes=SCOPES)
     assert ApiClient(revoked_value).get("/api/runs").status_code == 200
 
     admin = User.objects.create_superuser("root", password="root-pass-1")

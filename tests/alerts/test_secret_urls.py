@@ -57,6 +57,7 @@ def run_notifier(receiver: Receiver, loopback: Loopback, **extra: str) -> str:
     env = service_env(
         DEBUG="0",
         SECRET_KEY="x" * 50,
+        WEBHOOK_TOKEN="secret-urls-webhook-token",
         LOG_LEVEL="info",
         HTTP_ALLOW_PRIVATE_ADDRESSES="false",
         HTTP_ALLOWED_PRIVATE_NETWORKS="127.0.0.1",

@@ -44,8 +44,11 @@ def committed(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Tokens]:
         call_command("sync_workflows", str(DEFINITIONS), verbosity=0)
         call_command("sync_workflows", str(WORKFLOWS), verbosity=0)
         starter = User.objects.create_user("obs-starter", password="starter-pass-1", is_staff=True)
+        starter.user_permissions.add(
+            *Permission.objects.filter(codename__in=["change_workflowrun", "view_workflowrun", "view_workflow"])
+        )
         approver = User.objects.create_user("obs-approver", password="approver-pass-1", is_staff=True)
-        approver.user_permissions.add(Permission.objects.get(codename="decide_approval"))
+        approver.user_permissions.add(*Permission.objects.filter(codename__in=["decide_approval", "view_workflowrun"]))
         _, trigger = ApiToken.issue(starter, name="obs", scopes=("trigger", "read"))
         _, approve = ApiToken.issue(approver, name="obs", scopes=("approve", "read"))
     yield Tokens(trigger=trigger, approver=approve)

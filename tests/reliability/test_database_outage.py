@@ -51,13 +51,14 @@ from django.contrib.auth.models import User
 from accounts.models import ApiToken
 call_command("migrate", verbosity=0)
 call_command("sync_workflows", os.environ["DEFINITION"], verbosity=0)
-user = User.objects.create_user("load", is_staff=True)
-print(ApiToken.issue(user, name="load")[1])
+user = User.objects.create_superuser("load")
+print(ApiToken.issue(user, name="load", scopes=("trigger", "read"))[1])
 """
 
 PRODUCTION_WEB = {
     "DEBUG": "false",
     "SECRET_KEY": "outage-test-secret-key-outage-test-secret-key-0123456789",
+    "WEBHOOK_TOKEN": "outage-test-webhook-token",
     "ALLOWED_HOSTS": "127.0.0.1",
     "DATABASE_POOL": "true",
     "DATABASE_POOL_TIMEOUT": "2",

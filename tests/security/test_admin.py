@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from django.contrib import admin
+from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import User
+from django.contrib.auth.signals import user_login_failed
+from django.db import connection
 from django.test import Client, override_settings
 from django.urls import URLPattern, URLResolver
 
-from accounts.models import LoginFailure
+from accounts.models import ThrottleCounter
 
 pytestmark = pytest.mark.django_db
 
@@ -34,8 +40,9 @@ def test_sign_in_is_refused_after_repeated_failures_even_with_the_right_password
     assert "Too many failed sign-in attempts" in body and "Try again in 10 minutes" in body
     assert int(response["Retry-After"]) > 500
     assert "_auth_user_id" not in client.session
-    # Another address, or another username from the same address, is not affected.
-    assert sign_in(Client(), "olivia", "operator-pass-1", address="198.51.100.1").status_code == 302
+    # The limit is per username: another address does not lift it (a guesser spreads over many addresses) ...
+    assert sign_in(Client(), "olivia", "operator-pass-1", address="198.51.100.1").status_code == 429
+    # ... and another username from the same address is not affected.
     assert sign_in(Client(), "victor", "nope").status_code == 200
 
 
@@ -51,7 +58,8 @@ def test_a_successful_sign_in_clears_the_failures(operator: User) -> None:
     for _ in range(2):
         sign_in(Client(), "olivia", "wrong")
     assert sign_in(Client(), "olivia", "operator-pass-1").status_code == 302
-    assert not LoginFailure.objects.filter(username="olivia").exists()
+    assert not ThrottleCounter.objects.filter(key="sign-in-user:olivia").exists()
+    assert ThrottleCounter.objects.get(key="sign-in-address:203.0.113.7").count == 2  # the failures, not the success
     for _ in range(2):
         sign_in(Client(), "olivia", "wrong")
     assert sign_in(Client(), "olivia", "operator-pass-1").status_code == 302
@@ -59,14 +67,76 @@ def test_a_successful_sign_in_clears_the_failures(operator: User) -> None:
 
 @override_settings(ADMIN_LOGIN_MAX_FAILURES=2, ADMIN_LOGIN_WINDOW_SECONDS=60)
 def test_failures_outside_the_window_do_not_count(operator: User) -> None:
-    from datetime import timedelta
-
-    from django.utils import timezone
-
     for _ in range(2):
         sign_in(Client(), "olivia", "wrong")
-    LoginFailure.objects.update(at=timezone.now() - timedelta(seconds=61))
+    ThrottleCounter.objects.update(window_ends=time.time() - 1)
     assert sign_in(Client(), "olivia", "operator-pass-1").status_code == 302
+
+
+FAST_HASHES = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # the throttle, not the hash, is under test
+
+
+@override_settings(ADMIN_LOGIN_MAX_FAILURES_PER_ADDRESS=4, ADMIN_LOGIN_WINDOW_SECONDS=600, PASSWORD_HASHERS=FAST_HASHES)
+def test_many_usernames_from_one_address_are_limited_per_address() -> None:
+    User.objects.create_user("uma", password="uma-pass-1", is_staff=True)
+    for i in range(4):
+        assert sign_in(Client(), f"guess-{i}", "wrong").status_code == 200
+    response = sign_in(Client(), "uma", "uma-pass-1")
+    assert response.status_code == 429 and "from your address" in response.content.decode()
+    assert sign_in(Client(), "uma", "uma-pass-1", address="198.51.100.9").status_code == 302
+
+
+class CheckedPasswords:
+    """Counts the sign-in attempts whose password was actually checked (and failed)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, **kwargs: Any) -> None:
+        with self.lock:
+            self.count += 1
+
+
+def parallel_sign_ins(attempts: list[tuple[str, str, str]], workers: int) -> tuple[int, list[int]]:
+    """Sends (username, password, address) sign-ins from ``workers`` threads at once; returns how many
+    passwords were checked and the statuses."""
+    checked = CheckedPasswords()
+    user_login_failed.connect(checked, dispatch_uid="checked-passwords")
+
+    def one(attempt: tuple[str, str, str]) -> int:
+        try:
+            return int(sign_in(Client(), *attempt).status_code)
+        finally:
+            connection.close()
+
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            statuses = list(pool.map(one, attempts))
+    finally:
+        user_login_failed.disconnect(dispatch_uid="checked-passwords")
+    return checked.count, statuses
+
+
+@pytest.mark.django_db(transaction=True)  # each thread signs in over its own connection to PostgreSQL
+@override_settings(
+    ADMIN_LOGIN_MAX_FAILURES=5,
+    ADMIN_LOGIN_MAX_FAILURES_PER_ADDRESS=20,
+    ADMIN_LOGIN_WINDOW_SECONDS=600,
+    PASSWORD_HASHERS=FAST_HASHES,
+)
+def test_parallel_guesses_check_no_more_passwords_than_the_limits() -> None:
+    names = ["target", *(f"user-{i}" for i in range(60))]
+    User.objects.bulk_create(User(username=name, password=make_password("right")) for name in names)
+    # 40 wrong passwords for one user at once: the per-username limit holds exactly.
+    checked, statuses = parallel_sign_ins([("target", f"wrong-{i}", "203.0.113.7") for i in range(40)], workers=16)
+    assert checked == 5
+    assert sorted(statuses) == [200] * 5 + [429] * 35
+    # 60 usernames x 4 passwords from one address at once: the per-address limit holds exactly.
+    guesses = [(f"user-{i}", f"guess-{n}", "198.51.100.77") for n in range(4) for i in range(60)]
+    checked, statuses = parallel_sign_ins(guesses, workers=12)
+    assert checked == 20
+    assert statuses.count(429) == 220
 
 
 def test_the_sign_in_form_itself_requires_a_csrf_token(operator: User) -> None:

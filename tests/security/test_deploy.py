@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -96,3 +97,40 @@ def test_production_refuses_to_start_without_a_secret_key() -> None:
     result = check(SECRET_KEY="")
     assert result.returncode != 0
     assert "SECRET_KEY is required when DEBUG is off" in result.stderr
+
+
+@pytest.mark.slow
+def test_production_refuses_to_start_with_an_unauthenticated_alert_webhook() -> None:
+    result = check(WEBHOOK_TOKEN="")
+    assert result.returncode != 0
+    assert "WEBHOOK_TOKEN or WEBHOOK_HMAC_SECRET" in result.stderr and "WEBHOOK_ALLOW_UNAUTHENTICATED" in result.stderr
+
+
+@pytest.mark.slow
+def test_an_hmac_secret_alone_authenticates_the_webhook() -> None:
+    result = check(WEBHOOK_TOKEN="", WEBHOOK_HMAC_SECRET="an-hmac-secret-for-the-check")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_the_explicit_opt_out_starts_and_check_deploy_still_names_the_open_webhook() -> None:
+    result = check(WEBHOOK_TOKEN="", WEBHOOK_ALLOW_UNAUTHENTICATED="true")
+    assert "ImproperlyConfigured" not in result.stderr
+    assert result.returncode != 0 and "observability.W001" in result.stderr + result.stdout
+
+
+@pytest.mark.slow
+def test_the_image_build_collects_static_files_with_the_settings_it_gives(tmp_path: Path) -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    line = re.search(r"&& ((?:[A-Z_]+=\S+ )+)python manage\.py collectstatic", dockerfile)
+    assert line, "the Dockerfile no longer collects static files with its own settings"
+    given = dict(item.split("=", 1) for item in line.group(1).split())
+    result = subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "--dry-run"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "VAR_DIR": str(tmp_path), "OTEL_SDK_DISABLED": "true", **given},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]

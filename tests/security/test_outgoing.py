@@ -271,7 +271,7 @@ def test_the_allowlist_is_read_at_start_up() -> None:
         "from django.conf import settings as s; a = s.HTTP_ALLOWED_PRIVATE_NETWORKS;"
         "print(s.HTTP_ALLOW_PRIVATE_ADDRESSES, sorted(map(str, a.networks)), sorted(a.hosts))"
     )
-    env = {"PATH": "/usr/bin:/bin", "SECRET_KEY": "x" * 50, "OTEL_SDK_DISABLED": "true"}
+    env = {"PATH": "/usr/bin:/bin", "SECRET_KEY": "x" * 50, "WEBHOOK_TOKEN": "w", "OTEL_SDK_DISABLED": "true"}
 
     def start(value: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 
-from accounts.models import ApiToken
+from accounts.models import SCOPES, ApiToken
 from tests.conftest import ApiClient, finish
 from workflows.models import RunStatus, Workflow, WorkflowRun
 
@@ -194,12 +194,12 @@ def test_missing_or_invalid_credentials_are_401(synced: None, operator: User, he
     headers = {"Authorization": header} if header else {}
     response = client.post(TRIGGER, {"context": {}}, headers=headers)
     assert response.status_code == 401
-    assert "Bearer" in response.json()["detail"]
+    assert "Bearer" in response.json()["detail"] and response["WWW-Authenticate"].startswith("Bearer")
     assert not WorkflowRun.objects.exists()
 
 
 def test_a_revoked_token_is_401_and_use_is_recorded(synced: None, operator: User) -> None:
-    token, value = ApiToken.issue(operator)
+    token, value = ApiToken.issue(operator, scopes=SCOPES)
     client = ApiClient(value)
     assert client.get("/api/workflows").status_code == 200
     token.refresh_from_db()
@@ -228,12 +228,15 @@ def test_a_body_that_breaks_the_schema_is_422_before_the_scope_is_checked(synced
     assert not WorkflowRun.objects.exists()
 
 
-def test_a_staff_session_may_use_the_api(synced: None, operator: User) -> None:
-    from django.test import Client
-
-    client = Client(enforce_csrf_checks=False)
-    client.force_login(operator)
+def test_a_staff_session_may_use_the_api_with_its_csrf_token(synced: None, operator: User) -> None:
+    client = ApiClient.session(operator)
     assert client.get("/api/workflows").status_code == 200
+    assert client.post(TRIGGER, {"context": {}}).status_code == 202
+    without = ApiClient.session(operator, csrf=False)
+    assert without.get("/api/workflows").status_code == 200  # reading needs no CSRF token
+    response = without.post(TRIGGER, {"context": {}})
+    assert response.status_code == 403 and "CSRF" in response.json()["detail"]
+    assert WorkflowRun.objects.count() == 1
 
 
 def test_the_same_idempotency_key_and_body_returns_the_first_run(synced: None, api: ApiClient) -> None:
