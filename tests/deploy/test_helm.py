@@ -423,3 +423,11 @@ def test_the_worker_s_liveness_probe_follows_its_heartbeat(
     time.sleep(2.5)
     stuck = probed()
     assert stuck.returncode == 1 and "stuck" in stuck.stderr, stuck
+
+
+def test_the_chart_refuses_to_render_without_a_webhook_token() -> None:
+    """The service refuses to start with an unauthenticated alert webhook, so the chart asks for the token."""
+    with pytest.raises(Exception, match=r"secrets\.webhookToken is required"):
+        render({"secrets": {"webhookToken": ""}})
+    existing = objects(render({"secrets": {"existingSecret": "ops-secrets", "secretKey": "", "webhookToken": ""}}))
+    assert ("Secret", f"{RELEASE}-secrets") not in existing
