@@ -55,6 +55,7 @@ def telemetry_env(receiver: Any) -> dict[str, str]:
 # with no limit here (with 8 at 0.6 times that rate, with 1 at a twentieth).
 DBOS_POLLING_INTERVAL_SEC = 0.01
 DBOS_WORKER_CONCURRENCY = 32
+PEERS = ("celery", "prefect", "dbos")
 
 
 @dataclass
@@ -270,18 +271,11 @@ def _ours_telemetry_off(ctx: Context) -> dict[str, Any]:
     from bench import ours
 
     s, env = ctx.sizes, ctx.env_off()
-    reuse = ctx.telemetry == "off"
-    return {
-        "chain": ctx.results["chain"]
-        if reuse and "chain" in ctx.results
-        else ours.chain(env, ctx.log_dir, s["chain_repeats"]),
-        "throughput": ctx.results["throughput"]
-        if reuse and "throughput" in ctx.results
-        else ours.throughput(env, ctx.log_dir, s["throughput_runs"], s["worker_counts"]),
-    }
+    reused = ctx.results if ctx.telemetry == "off" else {}
+    chain = reused.get("chain") or ours.chain(env, ctx.log_dir, s["chain_repeats"])
+    throughput = reused.get("throughput") or ours.throughput(env, ctx.log_dir, s["throughput_runs"], s["worker_counts"])
+    return {"chain": chain, "throughput": throughput}
 
-
-PEERS = ("celery", "prefect", "dbos")
 
 SECTIONS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "chain": _ours("chain"),

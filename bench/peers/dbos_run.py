@@ -82,6 +82,7 @@ def worker(params: dict[str, Any]) -> None:
     DBOS(config=_config(params["url"], params["executor_id"]))
     DBOS.launch()
     print("ready", flush=True)
+    os.dup2(2, 1)  # nobody reads the pipe from here on: whatever else comes out goes to the log, never blocks
     sys.stdin.read()
     DBOS.destroy(workflow_completion_timeout_sec=10)
 
@@ -212,7 +213,7 @@ def noop3_batch(url: str, runs: int, count: int, log_dir: Path) -> dict[str, Any
     def batch() -> dict[str, Any]:
         client = _client(url)
         try:
-            _wait_finished(url, [_enqueue(client, "noop-3")], 60)  # warm-up: every worker has polled by now
+            _wait_finished(url, [_enqueue(client, "noop-3")], 60)  # warm-up: the queue is polled, the code loaded
             started = time.monotonic()
             ids = [_enqueue(client, "noop-3") for _ in range(runs)]
             enqueue_seconds = time.monotonic() - started
