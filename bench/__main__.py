@@ -434,6 +434,10 @@ def _peer_rows(t: Table, results: dict[str, Any]) -> None:
         t.row(
             f"ours, telemetry off: noop-3 x{tp['runs']}, {key.replace('_', ' ')} (runs/s)", _f(tp["runs_per_second"], 1)
         )
+        t.row(
+            "  all triggered after (s), of the whole batch's (s)",
+            f"{_f(tp['trigger_seconds'], 1)} / {_f(tp['seconds'], 1)}",
+        )
         if "commits" in tp:
             _commit_row(t, "  commits per run (in all, idle workers' included)", tp["commits"])
     for name, label in PEER_LABELS.items():
@@ -464,6 +468,11 @@ def _peer_rows(t: Table, results: dict[str, Any]) -> None:
         for key, tp in r.get("throughput", {}).items():
             t.row(f"{label}: 3 no-op x{tp['runs']}, {key.replace('_', ' ')} (runs/s)", _f(tp["runs_per_second"], 1))
             t.row("  trigger -> finish p50 / p99 (s)", f"{_f(tp['latency']['p50'])} / {_f(tp['latency']['p99'])}")
+            if "trigger_seconds" in tp:
+                t.row(
+                    "  all triggered after (s), of the whole batch's (s)",
+                    f"{_f(tp['trigger_seconds'], 1)} / {_f(tp.get('seconds'), 1)}",
+                )
             ours = ours_tp.get(key)
             if isinstance(ours, dict):
                 t.row(
@@ -472,9 +481,11 @@ def _peer_rows(t: Table, results: dict[str, Any]) -> None:
                     f" = {_f(ours['runs_per_second'] / tp['runs_per_second'], 2)}",
                 )
             if "commits" in tp and isinstance(ours, dict) and "commits" in ours:
+                oc, pc = ours["commits"], tp["commits"]
                 t.row(
-                    "  commits per run, ours / peer",
-                    f"{_f(ours['commits']['per_run'], 1)} / {_f(tp['commits']['per_run'], 1)}",
+                    "  commits per run, ours / peer (in all, idle workers' incl.)",
+                    f"{_f(oc['per_run'], 1)} ({_f(oc['total_per_run'], 1)}) / {_f(pc['per_run'], 1)}"
+                    f" ({_f(pc['total_per_run'], 1)})",
                 )
 
 

@@ -20,7 +20,9 @@ What else commits in that window, and how it is treated:
 - autovacuum and autoanalyze on the database's tables: counted, a few transactions per batch at most.
 
 Every read-only statement a client runs in autocommit mode is a commit here too, so this is an upper bound of
-the commits that write.
+the commits that write. For workers that poll their queue often (DBOS Transact every 10 ms), idle polling is
+most of what is subtracted, and on a loaded machine busy workers poll less often than idle ones: there
+``per_run`` is a lower bound and ``total_per_run`` an upper one.
 """
 
 from __future__ import annotations
