@@ -468,10 +468,10 @@ def _peer_rows(t: Table, results: dict[str, Any]) -> None:
         for key, tp in r.get("throughput", {}).items():
             t.row(f"{label}: 3 no-op x{tp['runs']}, {key.replace('_', ' ')} (runs/s)", _f(tp["runs_per_second"], 1))
             t.row("  trigger -> finish p50 / p99 (s)", f"{_f(tp['latency']['p50'])} / {_f(tp['latency']['p99'])}")
-            if "trigger_seconds" in tp:
+            if "trigger_seconds" in tp and "seconds" in tp:
                 t.row(
                     "  all triggered after (s), of the whole batch's (s)",
-                    f"{_f(tp['trigger_seconds'], 1)} / {_f(tp.get('seconds'), 1)}",
+                    f"{_f(tp['trigger_seconds'], 1)} / {_f(tp['seconds'], 1)}",
                 )
             ours = ours_tp.get(key)
             if isinstance(ours, dict):
