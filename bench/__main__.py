@@ -3,9 +3,10 @@
 make bench                      # full size, telemetry on (OTLP to an in-process receiver)
 make bench BENCH_ARGS=--quick   # small N, what CI runs to keep the harness working
 
-Sections: chain, throughput, idle_latency, worker_memory (bench/ours.py); api, web_memory (bench/api.py);
-limit (bench/pglimit.py); peers (bench/peers/, Celery + Redis and Prefect 3 from their own venv). In --quick the
-peers are skipped unless named in --only. The machine's 1-minute load average is recorded after every section.
+Sections: chain, throughput (with commits per run), idle_latency, worker_memory (bench/ours.py); api, web_memory
+(bench/api.py); limit (bench/pglimit.py); peers (bench/peers/: Celery + Redis, Prefect 3 and DBOS Transact from
+their own venv, each beside ours with telemetry off; --peers picks some). In --quick the peers are skipped unless
+named in --only. The machine's 1-minute load average is recorded after every section.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,15 @@ def telemetry_env(receiver: Any) -> dict[str, str]:
     }
 
 
+# DBOS Transact's queue, as the peer is run (bench/peers/dbos_run.py): polled every 10 ms (its default is 1 s).
+# DBOS sets no limit on the workflows one worker process runs at once, so the first worker to poll takes a whole
+# deep queue and the others idle; 32 lets 2 and 4 workers share it, and one worker ran noop-3 as fast with 32 as
+# with no limit here (with 8 at 0.6 times that rate, with 1 at a twentieth).
+DBOS_POLLING_INTERVAL_SEC = 0.01
+DBOS_WORKER_CONCURRENCY = 32
+PEERS = ("celery", "prefect", "dbos")
+
+
 @dataclass
 class Context:
     env: dict[str, str]  # the service's environment for the chosen --telemetry
@@ -56,6 +66,9 @@ class Context:
     sizes: dict[str, Any]
     quick: bool
     explicit: set[str]  # sections named in --only
+    telemetry: str = "on"
+    peers: tuple[str, ...] = ()
+    results: dict[str, Any] = field(default_factory=dict)  # what the sections before this one measured
     receiver: Any = None
 
     def env_on(self) -> dict[str, str]:
@@ -79,6 +92,9 @@ def main() -> int:
     parser.add_argument("--telemetry", choices=("on", "off"), default="on")
     parser.add_argument("--runs", type=int, help="override the noop-3 run count (throughput, Celery, limit)")
     parser.add_argument("--web-requests", type=int, help="override the request count of web_memory")
+    parser.add_argument(
+        "--peers", default=",".join(PEERS), help=f"comma-separated peers for the peers section ({', '.join(PEERS)})"
+    )
     args = parser.parse_args()
     quick = args.quick
     sizes = {
@@ -105,6 +121,9 @@ def main() -> int:
     unknown = explicit - set(SECTIONS)
     if unknown:
         parser.error(f"unknown section(s): {', '.join(sorted(unknown))} (known: {', '.join(SECTIONS)})")
+    chosen_peers = tuple(p for p in PEERS if p in args.peers.split(","))
+    if set(args.peers.split(",")) - set(PEERS):
+        parser.error(f"unknown peer(s) in --peers {args.peers!r} (known: {', '.join(PEERS)})")
 
     url = common.database_url()
     common.recreate_database(url)
@@ -113,16 +132,24 @@ def main() -> int:
     common.manage("migrate", "--noinput", env=env)
     common.manage("sync_workflows", env=env)
 
-    ctx = Context(env=env, log_dir=Path(tempfile.mkdtemp(prefix="bench-")), sizes=sizes, quick=quick, explicit=explicit)
-    if args.telemetry == "on":
-        ctx.env = ctx.env_on()
-
     results: dict[str, Any] = {
         "machine": common.machine(),
         "quick": quick,
         "telemetry": args.telemetry,
         "load_avg_start": os.getloadavg(),
     }
+    ctx = Context(
+        env=env,
+        log_dir=Path(tempfile.mkdtemp(prefix="bench-")),
+        sizes=sizes,
+        quick=quick,
+        explicit=explicit,
+        telemetry=args.telemetry,
+        peers=chosen_peers,
+        results=results,
+    )
+    if args.telemetry == "on":
+        ctx.env = ctx.env_on()
     try:
         for name in sections:
             started = time.monotonic()
@@ -218,14 +245,37 @@ def _peers(ctx: Context) -> dict[str, Any]:
     from bench.peers.run import peers
 
     s = ctx.sizes
-    celery = {
+    sizes = {
         "chain_repeats": s["chain_repeats"],
         "throughput_runs": s["throughput_runs"],
         "worker_counts": list(s["worker_counts"]),
     }
-    # A Prefect 3 flow run costs seconds here (see bench/peers/prefect_run.py): fewer runs, same shape.
-    prefect = {**celery, "chain_repeats": min(5, s["chain_repeats"]), "throughput_runs": s["prefect_runs"]}
-    return peers({"celery": celery, "prefect": prefect}, ctx.log_dir)
+    params: dict[str, dict[str, Any]] = {
+        "celery": sizes,
+        # A Prefect 3 flow run costs seconds here (see bench/peers/prefect_run.py): fewer runs, same shape.
+        "prefect": {**sizes, "chain_repeats": min(5, s["chain_repeats"]), "throughput_runs": s["prefect_runs"]},
+        "dbos": {
+            **sizes,
+            "system_database_url": common.sibling_database_url("dbos"),
+            "polling_interval_sec": DBOS_POLLING_INTERVAL_SEC,
+            "worker_concurrency": DBOS_WORKER_CONCURRENCY,
+        },
+    }
+    result = peers({name: params[name] for name in ctx.peers}, ctx.log_dir)
+    result["ours_telemetry_off"] = _ours_telemetry_off(ctx)
+    return result
+
+
+def _ours_telemetry_off(ctx: Context) -> dict[str, Any]:
+    """Ours beside the peers, none of which exports telemetry: the chain and throughput sections' figures when they
+    ran with --telemetry off, else measured again here with telemetry off."""
+    from bench import ours
+
+    s, env = ctx.sizes, ctx.env_off()
+    reused = ctx.results if ctx.telemetry == "off" else {}
+    chain = reused.get("chain") or ours.chain(env, ctx.log_dir, s["chain_repeats"])
+    throughput = reused.get("throughput") or ours.throughput(env, ctx.log_dir, s["throughput_runs"], s["worker_counts"])
+    return {"chain": chain, "throughput": throughput}
 
 
 SECTIONS: dict[str, Callable[[Context], dict[str, Any]]] = {
@@ -278,6 +328,7 @@ def report(results: dict[str, Any]) -> str:
         label = f"noop-3 x{tp['runs']}, {key.replace('_', ' ')} (runs/s)"
         t.row(label, _f(tp["runs_per_second"], 1), "", _load(results["throughput"]))
         t.row("  trigger -> finish p50 / p99 (s)", f"{_f(tp['latency']['p50'])} / {_f(tp['latency']['p99'])}")
+        _commit_row(t, "  commits per run (in all, idle workers' included)", tp["commits"])
     if "idle_latency" in results:
         i = results["idle_latency"]
         t.row("idle: trigger -> first step, p50 (ms)", _f(i["p50"], 1), "< 50", _load(i))
@@ -362,30 +413,81 @@ def report(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+PEER_LABELS = {"celery": "Celery + Redis", "prefect": "Prefect 3", "dbos": "DBOS Transact"}
+
+
+def _commit_row(t: Table, label: str, commits: dict[str, Any]) -> None:
+    t.row(label, f"{_f(commits['per_run'], 1)} ({_f(commits['total_per_run'], 1)})")
+
+
 def _peer_rows(t: Table, results: dict[str, Any]) -> None:
     p = results["peers"]
     if "skipped" in p:
-        t.row("peers (Celery + Redis, Prefect 3)", p["skipped"])
+        t.row(f"peers ({', '.join(PEER_LABELS.values())})", p["skipped"])
         return
-    ours_chain = results.get("chain", {}).get("p50")
-    ours_tp = results.get("throughput", {})
-    for name, label in (("celery", "Celery + Redis"), ("prefect", "Prefect 3")):
-        r = p.get(name, {})
+    off = p.get("ours_telemetry_off", {})
+    ours_chain = off.get("chain", {}).get("p50")
+    ours_tp = off.get("throughput", {})
+    t.note("peers: none exports telemetry, so ours beside them runs with telemetry off")
+    if ours_chain:
+        t.row("ours, telemetry off: chain-40 p50 (s)", _f(ours_chain), "", _load(p))
+    for key, tp in ours_tp.items():
+        t.row(
+            f"ours, telemetry off: noop-3 x{tp['runs']}, {key.replace('_', ' ')} (runs/s)", _f(tp["runs_per_second"], 1)
+        )
+        t.row(
+            "  all triggered after (s), of the whole batch's (s)",
+            f"{_f(tp['trigger_seconds'], 1)} / {_f(tp['seconds'], 1)}",
+        )
+        if "commits" in tp:
+            _commit_row(t, "  commits per run (in all, idle workers' included)", tp["commits"])
+    for name, label in PEER_LABELS.items():
+        if name not in p:
+            continue
+        r = p[name]
         if not r.get("available"):
             t.row(f"{label}", f"not available: {r.get('reason', 'not run')}"[:60])
             continue
         version = ", ".join(f"{k} {v}" for k, v in r.get("versions", {}).items())
+        queue = r.get("queue")
+        if queue:
+            version += (
+                f"; queue polled every {queue['polling_interval_sec']} s,"
+                f" worker_concurrency {queue['worker_concurrency']}; telemetry {r.get('telemetry', '?')}"
+            )
         t.note(f"{label} ({version})")
         if "chain" in r:
-            t.row(f"{label}: chain of 40 x 10 ms, p50 (s)", _f(r["chain"]["p50"]), "", _load(p))
+            via = " through its queue" if queue else ""
+            t.row(f"{label}: chain of 40 x 10 ms{via}, p50 (s)", _f(r["chain"]["p50"]), "", _load(p))
             if ours_chain:
-                t.row("  ours / peer (time, < 1 = we are faster)", _f(ours_chain / r["chain"]["p50"], 2))
+                t.row(
+                    "  ours / peer (time, < 1 = we are faster)",
+                    f"{_f(ours_chain)} / {_f(r['chain']['p50'])} = {_f(ours_chain / r['chain']['p50'], 2)}",
+                )
+        if "chain_inline" in r:
+            t.row(f"{label}: chain of 40 called in-process, p50 (s)", _f(r["chain_inline"]["p50"]))
         for key, tp in r.get("throughput", {}).items():
             t.row(f"{label}: 3 no-op x{tp['runs']}, {key.replace('_', ' ')} (runs/s)", _f(tp["runs_per_second"], 1))
             t.row("  trigger -> finish p50 / p99 (s)", f"{_f(tp['latency']['p50'])} / {_f(tp['latency']['p99'])}")
-            if isinstance(ours_tp.get(key), dict):
-                ratio = ours_tp[key]["runs_per_second"] / tp["runs_per_second"]
-                t.row("  ours / peer (runs/s, > 1 = we are faster)", _f(ratio, 2))
+            if "trigger_seconds" in tp and "seconds" in tp:
+                t.row(
+                    "  all triggered after (s), of the whole batch's (s)",
+                    f"{_f(tp['trigger_seconds'], 1)} / {_f(tp['seconds'], 1)}",
+                )
+            ours = ours_tp.get(key)
+            if isinstance(ours, dict):
+                t.row(
+                    "  ours / peer (runs/s, > 1 = we are faster)",
+                    f"{_f(ours['runs_per_second'], 1)} / {_f(tp['runs_per_second'], 1)}"
+                    f" = {_f(ours['runs_per_second'] / tp['runs_per_second'], 2)}",
+                )
+            if "commits" in tp and isinstance(ours, dict) and "commits" in ours:
+                oc, pc = ours["commits"], tp["commits"]
+                t.row(
+                    "  commits per run, ours / peer (in all, idle workers' incl.)",
+                    f"{_f(oc['per_run'], 1)} ({_f(oc['total_per_run'], 1)}) / {_f(pc['per_run'], 1)}"
+                    f" ({_f(pc['total_per_run'], 1)})",
+                )
 
 
 if __name__ == "__main__":

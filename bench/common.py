@@ -26,6 +26,27 @@ def database_url() -> str:
     return os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
 
 
+def sibling_database_url(kind: str) -> str:
+    """The bench database's URL with its name changed for a peer's own database: ``commandcenter_bench`` ->
+    ``commandcenter_<kind>_bench`` (still ending in ``_bench``, so only scratch databases are ever dropped)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(database_url())
+    name = parts.path.lstrip("/").removesuffix("_bench")
+    return urlunsplit(parts._replace(scheme="postgresql", path=f"/{name}_{kind}_bench"))
+
+
+def commits_read(url: str | None = None) -> Callable[[], int]:
+    """Reads ``xact_commit`` of the bench database (or of ``url``'s), through a connection to ``postgres``."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from bench.peers.pgstat import xact_commit
+
+    url = url or database_url()
+    admin, name = make_conninfo(url, dbname="postgres"), str(conninfo_to_dict(url)["dbname"])
+    return lambda: xact_commit(admin, name)
+
+
 def recreate_database(url: str) -> None:
     """Drops and creates the scratch database named in ``url`` (never the one the service uses)."""
     import dj_database_url

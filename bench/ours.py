@@ -1,4 +1,5 @@
-"""Workloads on CommandCenter itself: chain-40, noop-3 throughput, idle latency, worker memory."""
+"""Workloads on CommandCenter itself: chain-40, noop-3 throughput (with the commits a run costs), idle latency,
+worker memory."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import rss_mib, summary, wait_until, workers
+from bench.common import commits_read, rss_mib, summary, wait_until, workers
+from bench.peers.pgstat import count_commits
 
 
 def _models(env: dict[str, str] | None = None) -> Any:
@@ -29,10 +31,18 @@ def _models(env: dict[str, str] | None = None) -> Any:
 
 
 def _wait_terminal(run_ids: list[Any], timeout: float) -> None:
+    from django.db import transaction
+
     _, terminal, _, WorkflowRun, _ = _models()
-    wait_until(
-        lambda: WorkflowRun.objects.filter(id__in=run_ids, status__in=terminal).count() == len(run_ids), timeout, 0.005
-    )
+
+    def done() -> bool:
+        # Rolled back, not committed: the driver's polling stays out of the commits counted per run.
+        with transaction.atomic():
+            finished = WorkflowRun.objects.filter(id__in=run_ids, status__in=terminal).count()
+            transaction.set_rollback(True)
+        return finished == len(run_ids)
+
+    wait_until(done, timeout, 0.005)
 
 
 def chain(env: dict[str, str], log_dir: Path, repeats: int) -> dict[str, Any]:
@@ -53,28 +63,43 @@ def chain(env: dict[str, str], log_dir: Path, repeats: int) -> dict[str, Any]:
     return result
 
 
-def throughput(env: dict[str, str], log_dir: Path, runs: int, worker_counts: tuple[int, ...]) -> dict[str, Any]:
-    """``runs`` runs of noop-3 triggered as fast as possible into 1, 2, 4 workers."""
+def noop3_batch(env: dict[str, str], log_dir: Path, runs: int, worker_count: int) -> dict[str, Any]:
+    """``runs`` runs of noop-3 triggered as fast as possible into ``worker_count`` workers, with the commits per run
+    (bench/peers/pgstat.py says how they are counted)."""
+    from django.db import connection
+
     _, _, Workflow, WorkflowRun, trigger = _models(env)
     workflow = Workflow.objects.get(slug="noop-3")
-    out: dict[str, Any] = {}
-    for count in worker_counts:
-        with workers(count, env, log_dir):
-            started = time.monotonic()
-            ids = [trigger(workflow, context={"i": i})[0].id for i in range(runs)]
-            trigger_seconds = time.monotonic() - started
-            _wait_terminal(ids, 600)
-            elapsed = time.monotonic() - started
-            rows = list(WorkflowRun.objects.filter(id__in=ids).values_list("created_at", "finished_at", "status"))
-        latencies = [(f - c).total_seconds() for c, f, _ in rows]
-        out[f"{count}_workers"] = {
-            "runs": runs,
-            "runs_per_second": runs / elapsed,
-            "trigger_seconds": trigger_seconds,
-            "latency": summary(latencies),
-            "statuses": sorted({s for _, _, s in rows}),
-        }
-    return out
+    ids: list[Any] = []
+
+    def batch() -> dict[str, Any]:
+        started = time.monotonic()
+        ids.extend(trigger(workflow, context={"i": i})[0].id for i in range(runs))
+        trigger_seconds = time.monotonic() - started
+        _wait_terminal(ids, 600)
+        elapsed = time.monotonic() - started
+        connection.close()  # its statistics reach pg_stat_database before the "after" reading
+        return {"seconds": elapsed, "trigger_seconds": trigger_seconds}
+
+    connection.close()
+    measured = count_commits(commits_read(), lambda: workers(worker_count, env, log_dir), batch, runs)
+    rows = list(WorkflowRun.objects.filter(id__in=ids).values_list("created_at", "finished_at", "status"))
+    latencies = [(f - c).total_seconds() for c, f, _ in rows]
+    return {
+        "runs": runs,
+        "workers": worker_count,
+        "runs_per_second": runs / measured["seconds"],
+        "seconds": measured["seconds"],
+        "trigger_seconds": measured["trigger_seconds"],
+        "latency": summary(latencies),
+        "statuses": sorted({s for _, _, s in rows}),
+        "commits": measured["commits"],
+    }
+
+
+def throughput(env: dict[str, str], log_dir: Path, runs: int, worker_counts: tuple[int, ...]) -> dict[str, Any]:
+    """noop-3 x ``runs`` into 1, 2, 4 workers (``noop3_batch`` for each)."""
+    return {f"{count}_workers": noop3_batch(env, log_dir, runs, count) for count in worker_counts}
 
 
 def idle_latency(env: dict[str, str], log_dir: Path, runs: int, rate: float = 1.0) -> dict[str, Any]:

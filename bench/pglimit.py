@@ -4,11 +4,8 @@
 TPC-B-like script (three UPDATEs, one SELECT, one INSERT per transaction) runs with ``-c 4 -j 2`` for a fixed
 time: its tps is what this PostgreSQL commits under a write-heavy load, with synchronous_commit as configured.
 
-Our side: ``xact_commit`` of the bench database in pg_stat_database before and after a batch of noop-3 runs
-(workers started before the "before" reading and stopped before the "after" one, so their statistics are
-flushed), minus the commits of the same workers idle for as long (measured over up to 10 s and scaled),
-divided by the runs. Django runs in autocommit mode, so every read-only statement outside a transaction is a
-commit here too: this is an upper bound of the write commits.
+Our side: the commits a noop-3 run costs, counted as the throughput section counts them
+(``bench.ours.noop3_batch``; bench/peers/pgstat.py says how and what else commits in the window).
 The fraction reported is (commits per run x runs/s) / pgbench tps.
 """
 
@@ -17,13 +14,12 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from bench.common import database_url, workers
+from bench.common import database_url
 
 
 def _conninfo(url: str) -> dict[str, Any]:
@@ -37,16 +33,6 @@ def _conninfo(url: str) -> dict[str, Any]:
         "dbname": cfg["NAME"],
         "password": cfg.get("PASSWORD") or "",
     }
-
-
-def xact_commit(url: str) -> int:
-    info = _conninfo(url)
-    with psycopg.connect(
-        host=info["host"], port=info["port"], user=info["user"], password=info["password"] or None, dbname="postgres"
-    ) as conn:
-        conn.autocommit = True
-        row = conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (info["dbname"],)).fetchone()
-    return int(row[0]) if row else 0
 
 
 def pgbench(seconds: int, clients: int = 4, threads: int = 2, scale: int = 10) -> dict[str, Any]:
@@ -97,40 +83,18 @@ def pgbench(seconds: int, clients: int = 4, threads: int = 2, scale: int = 10) -
 
 
 def commits_per_run(env: dict[str, str], log_dir: Path, runs: int, worker_count: int = 2) -> dict[str, Any]:
-    from bench.ours import _models, _wait_terminal
+    from bench.ours import noop3_batch
 
-    _, _, Workflow, _, trigger = _models()
-    workflow = Workflow.objects.get(slug="noop-3")
-    url = database_url()
-    from django.db import connection
-
-    connection.close()  # the driver's own idle connection holds no unflushed statistics after this
-    time.sleep(1.2)
-    before = xact_commit(url)
-    with workers(worker_count, env, log_dir):
-        started = time.monotonic()
-        ids = [trigger(workflow, context={"i": i})[0].id for i in range(runs)]
-        _wait_terminal(ids, 600)
-        elapsed = time.monotonic() - started
-        connection.close()
-    time.sleep(1.2)
-    after = xact_commit(url)
-    # The same workers idle (up to 10 s, scaled to the batch's time): starting, polling and stopping cost too.
-    window = min(elapsed, 10.0)
-    with workers(worker_count, env, log_dir):
-        time.sleep(window)
-    time.sleep(1.2)
-    idle = (xact_commit(url) - after) * elapsed / window
-    commits = after - before - idle
+    batch = noop3_batch(env, log_dir, runs, worker_count)
     return {
         "workflow": "noop-3",
         "runs": runs,
         "workers": worker_count,
-        "seconds": elapsed,
-        "runs_per_second": runs / elapsed,
-        "commits_total": after - before,
-        "commits_idle_same_time": round(idle, 1),
-        "commits_per_run": commits / runs,
+        "seconds": batch["seconds"],
+        "runs_per_second": batch["runs_per_second"],
+        "commits_total": batch["commits"]["total"],
+        "commits_idle_same_time": batch["commits"]["idle_workers_same_time"],
+        "commits_per_run": batch["commits"]["per_run"],
     }
 
 

@@ -1,6 +1,7 @@
 """Creates ``var/bench-peers-venv`` and installs the ``bench-peers`` dependency group into it.
 
-``python -m bench.peers.install`` — idempotent: a venv whose marker matches the group is left as it is.
+``python -m bench.peers.install`` — idempotent: a venv whose marker matches the group and the interpreter is left
+as it is; one made by another Python version is made anew, so the peers run on the same Python as the service.
 Only the group's requirements are installed (not the service itself), so the peers' versions of shared
 libraries never meet the service's.
 """
@@ -25,7 +26,12 @@ def requirements() -> list[str]:
 
 
 def _marker(reqs: list[str]) -> str:
-    return hashlib.sha256("\n".join(reqs).encode()).hexdigest()
+    return hashlib.sha256("\n".join([sys.version, *reqs]).encode()).hexdigest()
+
+
+def _version(python: Path) -> str:
+    version = subprocess.run([str(python), "-c", "import sys; print(sys.version)"], capture_output=True, text=True)
+    return version.stdout.rstrip("\n")
 
 
 def ensure(quiet: bool = True) -> Path:
@@ -34,7 +40,7 @@ def ensure(quiet: bool = True) -> Path:
     marker = VENV / ".installed"
     if PYTHON.exists() and marker.exists() and marker.read_text() == _marker(reqs):
         return PYTHON
-    if not PYTHON.exists():
+    if not PYTHON.exists() or _version(PYTHON) != sys.version:
         venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
     flags = ["-q"] if quiet else []
     subprocess.run([str(PYTHON), "-m", "pip", "install", *flags, "--upgrade", "pip"], check=True)

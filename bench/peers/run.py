@@ -14,7 +14,7 @@ from typing import Any
 from bench.peers import install
 
 ROOT = Path(__file__).resolve().parents[2]
-DRIVERS = {"celery": "bench.peers.celery_run", "prefect": "bench.peers.prefect_run"}
+DRIVERS = {"celery": "bench.peers.celery_run", "prefect": "bench.peers.prefect_run", "dbos": "bench.peers.dbos_run"}
 
 
 def _reason(text: str) -> str:
