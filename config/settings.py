@@ -129,6 +129,9 @@ RUNNER_READY_GRACE_SECONDS = envfloat("RUNNER_READY_GRACE_SECONDS", 60.0, minimu
 RUNNER_DEFAULT_TIMEOUT_SECONDS = envfloat("RUNNER_DEFAULT_TIMEOUT_SECONDS", 300.0, minimum=0.1)
 WORKER_POLL_INTERVAL = envfloat("WORKER_POLL_INTERVAL", 1.0, minimum=0.01)
 WORKER_SHUTDOWN_GRACE_SECONDS = envfloat("WORKER_SHUTDOWN_GRACE_SECONDS", 8.0, minimum=0.0)
+# Attempts cut short by infrastructure (worker lost, database unreachable, shutdown) do not count against a node's
+# max_attempts; a step is put back at most this many times for them before it fails.
+RUNNER_INFRASTRUCTURE_RETRIES = envint("RUNNER_INFRASTRUCTURE_RETRIES", 5, minimum=0)
 
 # Retention: what each worker's maintenance prunes (workflows/retention.py). 0 keeps that kind forever.
 TASK_RESULT_RETENTION_HOURS = envint("TASK_RESULT_RETENTION_HOURS", 72, minimum=0)
