@@ -157,7 +157,17 @@ def run_step(step_id: int) -> None:
     """Entry point of the task: claim the step, run it, and keep going inline while the run has work."""
     worker = worker_id()
     now = timezone.now()
-    if not claim(step_id, worker, now):
+    tries = 0
+
+    def take() -> bool:
+        nonlocal tries
+        tries += 1
+        if claim(step_id, worker, now):
+            return True
+        # After a try whose answer was lost, the step may be this worker's already (it runs one task at a time).
+        return tries > 1 and RunStep.objects.filter(id=step_id, status=StepStatus.RUNNING, worker_id=worker).exists()
+
+    if not _through_outage(f"claiming step {step_id}", take, time.monotonic() + settings.RUNNER_LEASE_SECONDS):
         # A queue whose scheduler rounds times (RQ: to the second) may deliver a deferred retry a little
         # early; put it back for its time rather than leave it to the stale-READY sweep. "Early" is judged
         # at the instant the claim used: judged later, the time may have come in between, and the step
@@ -230,8 +240,31 @@ def execute_claimed(claimed: RunStep | int, worker: str, agents: AgentLookup | N
     """Runs one attempt of a step this worker has claimed; returns the next step it claimed inline.
 
     ``claimed`` is a step id (claimed from the queue) or the step that ``advance`` claimed inline, which comes
-    with its run already loaded.
+    with its run already loaded. Starting the attempt (its row, its inputs) is retried on a fresh connection
+    while the claim's lease lasts, like recording its outcome, so a database restart costs no attempt.
     """
+    lookup = agents or AgentLookup()
+    tries = 0
+
+    def start() -> tuple[WorkflowRun, RunStep, dict[str, Any], AgentRun, Agent | None, Outcome | None]:
+        nonlocal tries
+        tries += 1
+        return _start_attempt(claimed, worker, lookup, retried=tries > 1)
+
+    until = time.monotonic() + settings.RUNNER_LEASE_SECONDS  # the lease was taken a moment ago, with the claim
+    run, step, node, attempt, agent, outcome = _through_outage("starting a step", start, until)
+    events.attempt_started(run, step, attempt, node)
+    if outcome is None:
+        assert agent is not None
+        with events.attempt_scope(run, step, attempt, node):
+            outcome = _supervise(run, step, attempt, node, agent, worker)
+    return _finish_attempt(run, step, attempt, node, worker, outcome)
+
+
+def _start_attempt(
+    claimed: RunStep | int, worker: str, agents: AgentLookup, *, retried: bool
+) -> tuple[WorkflowRun, RunStep, dict[str, Any], AgentRun, Agent | None, Outcome | None]:
+    """Loads what the attempt needs and writes its row; the outcome is set when it cannot run at all."""
     step = claimed if isinstance(claimed, RunStep) else RunStep.objects.select_related("run").get(id=claimed)
     run = step.run
     if run.status == RunStatus.PENDING:
@@ -241,7 +274,6 @@ def execute_claimed(claimed: RunStep | int, worker: str, agents: AgentLookup | N
                 locked.transition(RunStatus.RUNNING, reason=f"step {step.key} started", actor=worker)
             run = locked
     node = run.node(step.key)
-    started = timezone.now()
     attempt = AgentRun(
         run=run,
         step=step,
@@ -250,10 +282,10 @@ def execute_claimed(claimed: RunStep | int, worker: str, agents: AgentLookup | N
         action=node["action"],
         worker_id=worker,
         lease_expires_at=step.lease_expires_at,
-        started_at=started,
+        started_at=timezone.now(),
     )
     outcome: Outcome | None = None
-    agent = (agents or AgentLookup()).get(node["agent"])
+    agent = agents.get(node["agent"])
     attempt.agent = agent
     try:
         attempt.input = render_inputs(node["inputs"], template_scope(run, node["inputs"]))
@@ -266,13 +298,13 @@ def execute_claimed(claimed: RunStep | int, worker: str, agents: AgentLookup | N
         elif not agent.enabled:
             msg = f"agent {agent.slug!r} is disabled"
             outcome = Outcome(AgentRun.Status.FAILED, error_type="AgentUnavailable", error_message=msg, permanent=True)
-    attempt.save(force_insert=True)
-    events.attempt_started(run, step, attempt, node)
-    if outcome is None:
-        assert agent is not None
-        with events.attempt_scope(run, step, attempt, node):
-            outcome = _supervise(run, step, attempt, node, agent, worker)
-    return _finish_attempt(run, step, attempt, node, worker, outcome)
+    written = AgentRun.objects.filter(step=step, attempt=step.attempts).first() if retried else None
+    if written is None:
+        attempt.save(force_insert=True)
+    else:  # a try whose INSERT got through although its answer was lost
+        attempt = written
+        attempt.run, attempt.step, attempt.agent = run, step, agent
+    return run, step, node, attempt, agent, outcome
 
 
 def _supervise(

@@ -412,7 +412,7 @@ def test_a_retry_delivered_before_its_time_is_put_back_for_its_time(tmp_path: Pa
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_task_cut_off_by_a_lost_connection_is_marked_failed_and_its_step_queued_again(tmp_path: Path) -> None:
+def test_a_connection_killed_before_the_claim_costs_nothing(tmp_path: Path) -> None:
     from django.tasks import TaskResultStatus
 
     from workflows.management.commands.worker import Worker
@@ -423,12 +423,37 @@ def test_a_task_cut_off_by_a_lost_connection_is_marked_failed_and_its_step_queue
     task = worker.next_task()
     assert task is not None
     terminate_backend(connection_pid())
-    assert worker.execute(task) is False  # the task could neither claim its step nor record its outcome
-    assert DBTaskResult.objects.get(id=task.id).status == TaskResultStatus.RUNNING
+    assert worker.execute(task) is True  # claimed, run and recorded on a fresh connection
+    assert DBTaskResult.objects.get(id=task.id).status == TaskResultStatus.SUCCESSFUL
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCESS and list(run.attempts.values_list("status", flat=True)) == ["SUCCESS"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_cut_off_for_longer_than_a_lease_is_marked_failed_and_its_step_queued_again(
+    tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.db.utils import OperationalError
+    from django.tasks import TaskResultStatus
+
+    from workflows.management.commands.worker import Worker
+
+    settings.RUNNER_LEASE_SECONDS = 1.0
+
+    def unreachable(*args: Any) -> bool:
+        raise OperationalError("connection refused")
+
+    wf = define(tmp_path, "cutoff-long", [{"key": "e", "agent": "t-echo"}], AGENTS)
+    run, _ = trigger_workflow(wf, context={})
+    worker = Worker.draining("cut-off-worker")
+    task = worker.next_task()
+    assert task is not None
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "claim", unreachable)
+        assert worker.execute(task) is False  # the claim never got through while a lease would have lasted
     assert run.steps.get().status == StepStatus.READY
-    worker.recover_orphaned()
     assert DBTaskResult.objects.get(id=task.id).status == TaskResultStatus.FAILED
-    assert "lost its database connection" in DBTaskResult.objects.get(id=task.id).traceback
+    worker.recover_orphaned()
     # The step, which nobody claimed, is queued again at once, without waiting for its READY grace.
     assert DBTaskResult.objects.filter(status=TaskResultStatus.READY).count() == 1
     assert finish(run).status == RunStatus.SUCCESS

@@ -27,7 +27,7 @@ import psycopg
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import close_old_connections, connection
-from django.db.utils import DatabaseError, InterfaceError, OperationalError
+from django.db.utils import DatabaseError, OperationalError
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, TaskResultStatus, task_backends
 from django.utils import timezone
 from django_tasks_db.backend import DatabaseBackend
@@ -41,6 +41,8 @@ from workflows.models import RunStep, StepStatus
 from workflows.wakeup import NOTIFY_CHANNEL
 
 logger = logging.getLogger("workflows.worker")
+
+CONNECTION_ERROR_PATHS = frozenset(f"{error.__module__}.{error.__qualname__}" for error in runner.CONNECTION_ERRORS)
 
 
 class Wakeup:
@@ -140,13 +142,19 @@ class Worker(DbWorker):
         """Runs one task; False when the database connection died under it."""
         try:
             self.run_task(task_result)
-        except (OperationalError, InterfaceError) as exc:
+        except runner.CONNECTION_ERRORS as exc:
             # The connection died under the task (server restart, pg_terminate_backend) and django_tasks_db
             # could not record the outcome either. Our tables stay the truth; once the database answers again,
             # recover_orphaned() marks the task row and puts back what the task left behind.
             logger.warning("database connection lost while running a task (%s); reconnecting", exc)
             self.orphaned[task_result.id] = f"{type(exc).__name__}: {exc}"
             connection.close()
+            return False
+        failed_on = task_result.exception_class_path if task_result.status == TaskResultStatus.FAILED else ""
+        if failed_on in CONNECTION_ERROR_PATHS:
+            # The task gave up on an unreachable database, but its failure could be recorded: what it left
+            # behind is put back as for a task cut off.
+            self.orphaned[task_result.id] = failed_on
             return False
         return True
 
@@ -161,9 +169,8 @@ class Worker(DbWorker):
         now = timezone.now()
         runner.release_abandoned(runner.worker_id())
         for task_id, error in list(self.orphaned.items()):
-            row = DBTaskResult.objects.filter(id=task_id, status=TaskResultStatus.RUNNING)
-            args = row.values_list("args_kwargs", flat=True).first()
-            row.update(
+            args = DBTaskResult.objects.filter(id=task_id).values_list("args_kwargs", flat=True).first()
+            DBTaskResult.objects.filter(id=task_id, status=TaskResultStatus.RUNNING).update(
                 status=TaskResultStatus.FAILED,
                 finished_at=now,
                 exception_class_path=f"{OperationalError.__module__}.{OperationalError.__qualname__}",
@@ -185,7 +192,7 @@ class Worker(DbWorker):
                     if self.orphaned:
                         self.recover_orphaned()
                     task_result = self.next_task()
-                except (OperationalError, InterfaceError) as exc:
+                except runner.CONNECTION_ERRORS as exc:
                     logger.warning("database unavailable (%s); retrying in 1s", exc)
                     connection.close()
                     time.sleep(1.0)
