@@ -47,9 +47,10 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "config.middleware.BodySizeLimitMiddleware",
-    "config.middleware.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # After the static files, which need no database: during an outage everything below answers 503 at once.
+    "config.middleware.DatabaseUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -95,11 +96,23 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     }
 elif _db["ENGINE"] == "django.db.backends.postgresql":
     if envbool("DATABASE_POOL", not TESTING):
+        from config.outage import MonitoredConnection, check_pooled_connection
+
         _db["OPTIONS"] = {
             "pool": {
                 "min_size": envint("DATABASE_POOL_MIN", 1, minimum=0),
                 "max_size": envint("DATABASE_POOL_MAX", 10, minimum=1),
-                "timeout": envfloat("DATABASE_POOL_TIMEOUT", 10.0, minimum=0.1),
+                # A request waits this long for a connection; only an outage (or a pool too small for the
+                # threads using it) makes it wait at all, and then it should fail fast with a 503.
+                "timeout": envfloat("DATABASE_POOL_TIMEOUT", 2.0, minimum=0.1),
+                # Every connection is tested before it is handed out (config/outage.py), so none that died
+                # with a restarted server reaches a request or a worker.
+                "check": check_pooled_connection,
+                "connection_class": MonitoredConnection,
+                # How long the pool keeps retrying, with back-off, to open a connection before it gives up and
+                # waits for the next request to try again: short, so that the first try after an outage is
+                # never more than a second or two behind.
+                "reconnect_timeout": 2.0,
             }
         }
         _db["CONN_MAX_AGE"] = 0

@@ -84,11 +84,19 @@ def record_result(scenario: str, **figures: Any) -> None:
 
 # Worker processes ---------------------------------------------------------------------------------------
 
-WORKER_ENV = {
+# What every spawned process gets: quiet text logs and no telemetry. Runner, pool and retry settings stay at
+# their defaults (the pool is on outside pytest) unless a scenario names them.
+BASE_ENV = {
     "DEBUG": "1",
     "OTEL_SDK_DISABLED": "true",
     "LOG_LEVEL": "warning",
     "LOG_FORMAT": "text",
+}
+
+# Shortened timers for the scenarios that measure how fast a fault is noticed rather than what it does to
+# outcomes (the SIGTERM hand-back). Scenarios about outcomes run on BASE_ENV.
+WORKER_ENV = {
+    **BASE_ENV,
     "DATABASE_POOL": "0",
     "RUNNER_LEASE_SECONDS": "2",
     "RUNNER_REAPER_INTERVAL": "0.3",
@@ -103,6 +111,7 @@ class Processes:
 
     logs: Path
     url: str
+    env: dict[str, str] = field(default_factory=lambda: dict(WORKER_ENV))
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def start(self, args: list[str], name: str, **env: str) -> subprocess.Popen[bytes]:
@@ -110,7 +119,7 @@ class Processes:
         proc = subprocess.Popen(
             args,
             cwd=ROOT,
-            env={**os.environ, **WORKER_ENV, "DATABASE_URL": self.url, **env},
+            env={**os.environ, **self.env, "DATABASE_URL": self.url, **env},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -120,9 +129,8 @@ class Processes:
         return proc
 
     def worker(self, name: str, **env: str) -> subprocess.Popen[bytes]:
-        return self.start(
-            [sys.executable, "manage.py", "worker", "--worker-id", name, "--interval", "0.2"], f"worker-{name}", **env
-        )
+        """A worker named ``name``: the name is its id in leases, attempt rows and queue rows."""
+        return self.start([sys.executable, "manage.py", "worker", "--worker-id", name], f"worker-{name}", **env)
 
     def log(self, name: str) -> str:
         path = self.logs / f"{name}.log"
@@ -139,6 +147,14 @@ class Processes:
 @pytest.fixture
 def processes(tmp_path: Path) -> Iterator[Processes]:
     procs = Processes(logs=tmp_path, url=database_url())
+    yield procs
+    procs.stop_all()
+
+
+@pytest.fixture
+def default_processes(tmp_path: Path) -> Iterator[Processes]:
+    """Processes with every runner, pool and retry setting at its default."""
+    procs = Processes(logs=tmp_path, url=database_url(), env=dict(BASE_ENV))
     yield procs
     procs.stop_all()
 
@@ -190,6 +206,15 @@ class PgCluster:
 
     def stop(self, mode: str = "fast") -> None:
         self._ctl("-m", mode, "-w", "-t", "60", "stop")
+
+    def restart(self, mode: str = "fast", down_for: float = 0.0) -> float:
+        """Stops the server (``fast`` or ``immediate``), keeps it down ``down_for`` seconds and starts it again;
+        returns how long it did not accept connections."""
+        started = time.monotonic()
+        self.stop(mode)
+        time.sleep(down_for)
+        self.start()
+        return time.monotonic() - started
 
     def destroy(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):
