@@ -247,9 +247,10 @@ PROMETHEUS_EXPORT_MIGRATIONS = False
 # --- Telemetry (OpenTelemetry) --------------------------------------------------------------------------
 # observability/otel.py reads the standard OTEL_* variables itself (OTEL_SDK_DISABLED, OTEL_SERVICE_NAME,
 # OTEL_RESOURCE_ATTRIBUTES, OTEL_EXPORTER_OTLP_*, OTEL_{TRACES,METRICS,LOGS}_EXPORTER, OTEL_TRACES_SAMPLER);
-# these are the project's own additions. TELEMETRY_SHUTDOWN_TIMEOUT_SECONDS bounds the flush at exit.
+# these are the project's own additions. TELEMETRY_SHUTDOWN_TIMEOUT_SECONDS bounds the flush at exit: a reachable
+# collector takes what is buffered in milliseconds, and one that is down must not hold up a stopping process.
 DEPLOYMENT_ENVIRONMENT = envstr("DEPLOYMENT_ENVIRONMENT", "development" if DEBUG else "production")
-TELEMETRY_SHUTDOWN_TIMEOUT_SECONDS = envfloat("TELEMETRY_SHUTDOWN_TIMEOUT_SECONDS", 5.0, minimum=0.0)
+TELEMETRY_SHUTDOWN_TIMEOUT_SECONDS = envfloat("TELEMETRY_SHUTDOWN_TIMEOUT_SECONDS", 1.0, minimum=0.0)
 # Set by config/gunicorn.py: /metrics (django-prometheus) then adds up every gunicorn worker's metrics.
 PROMETHEUS_MULTIPROC_DIR = envstr("PROMETHEUS_MULTIPROC_DIR")
 if PROMETHEUS_MULTIPROC_DIR:

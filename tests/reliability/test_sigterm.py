@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agents.models import AgentRun
-from tests.reliability.conftest import Processes, record_result, wait_for
+from tests.reliability.conftest import Processes, free_port, record_result, wait_for
 from tests.workflows.helpers import define
 from workflows.models import TERMINAL_RUN_STATUSES, RunStatus, RunStep, StepStatus, WorkflowRun
 from workflows.services import trigger_workflow
@@ -82,3 +82,36 @@ def test_sigterm_mid_step_finishes_or_releases_and_orphans_nothing(tmp_path: Pat
         patient_exit_s=round(patient_exit, 1),
         rest_done_after_s=round(took, 1),
     )
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_stops_promptly_on_sigterm_when_the_collector_is_down(
+    tmp_path: Path, default_processes: Processes
+) -> None:
+    wf = define(tmp_path, "term-otel", [{"key": "e", "agent": "t-echo"}], [{"slug": "t-echo", "type": "echo"}])
+    collector = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    # Idle workers notice SIGTERM at their next poll: a short one keeps that out of the comparison.
+    poll = {"WORKER_POLL_INTERVAL": "0.1"}
+    traced = default_processes.worker(
+        "traced", OTEL_SDK_DISABLED="false", OTEL_EXPORTER_OTLP_ENDPOINT=collector, **poll
+    )
+    run, _ = trigger_workflow(wf, context={})
+    wait_for(lambda: WorkflowRun.objects.get(id=run.id).status == RunStatus.SUCCESS, 60, "the run to succeed")
+    # Beside it, the same worker without telemetry: what stopping costs on this machine anyway.
+    untraced = default_processes.worker("untraced", LOG_LEVEL="info", **poll)
+    wait_for(lambda: "worker untraced started" in default_processes.log("worker-untraced"), 60, "the second worker")
+    time.sleep(1.5)  # the exporters have tried, and failed, to send the spans, metrics and logs
+    took = {}
+    started = time.monotonic()
+    for proc in (traced, untraced):
+        proc.send_signal(signal.SIGTERM)
+    while len(took) < 2 and time.monotonic() - started < 30:
+        for name, proc in (("traced", traced), ("untraced", untraced)):
+            if name not in took and proc.poll() is not None:
+                took[name] = time.monotonic() - started
+        time.sleep(0.02)
+    assert traced.returncode == 0 and untraced.returncode == 0, took
+    record_result("sigterm-collector-down", stop_s={k: round(v, 2) for k, v in took.items()})
+    # The flush at exit is bounded (TELEMETRY_SHUTDOWN_TIMEOUT_SECONDS, default 1 s, plus what tearing down the
+    # telemetry costs); it used to cost 5 s.
+    assert took["traced"] - took["untraced"] < 2.0, took
