@@ -59,7 +59,7 @@ class Outage:
                 return
             self._since = time.monotonic()
             self._next_probe = self._since + self.probe_every
-        logger.warning("database unreachable (%s); answering 503 until it is back", error)
+        logger.warning("database unreachable: %s", error)
 
     def connected(self) -> None:
         with self._lock:

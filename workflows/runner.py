@@ -1036,12 +1036,14 @@ def maintenance() -> dict[str, int]:
     for name, job in jobs:
         try:
             result = job()
-        except Exception as exc:
+        except CONNECTION_ERRORS as exc:
+            logger.warning("maintenance job %s: database unreachable (%s); the others go on", name, exc)
+            drop_connection()
+            continue
+        except Exception:
             logger.exception(
                 "maintenance job %s failed; the others go on", name, extra={"event": "maintenance.failed", "job": name}
             )
-            if isinstance(exc, CONNECTION_ERRORS):
-                drop_connection()
             continue
         done.update(result if isinstance(result, dict) else {name: result})
     return done

@@ -17,11 +17,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from django.conf import settings
 from django.db import connection
@@ -47,7 +50,7 @@ def _pg_bin() -> Path:
 PG_BIN = _pg_bin()
 
 
-def scaled(small: int, large: int) -> int:
+def scaled[T](small: T, large: T) -> T:
     return large if LARGE else small
 
 
@@ -220,3 +223,112 @@ class PgCluster:
         with contextlib.suppress(subprocess.CalledProcessError):
             self.stop("immediate")
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[PgCluster]:
+    """A throwaway cluster for the module, with an empty ``commandcenter`` database."""
+    pg = PgCluster.create()
+    try:
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{pg.port}/postgres", autocommit=True) as conn:
+            conn.execute("CREATE DATABASE commandcenter")
+        yield pg
+    finally:
+        pg.destroy()
+
+
+def query(cluster: PgCluster, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+    """Rows from the cluster's ``commandcenter`` database, on a connection of its own."""
+    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{cluster.port}/commandcenter", connect_timeout=5) as conn:
+        return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+
+
+# The service on a throwaway cluster: schema, workflows, users, the web tier ---------------------------------
+
+SETUP = """
+import django, json, os
+django.setup()
+from django.core.management import call_command
+from django.contrib.auth.models import Group, User
+from accounts.models import ApiToken
+call_command("migrate", verbosity=0)
+for path in os.environ["DEFINITIONS"].split(os.pathsep):
+    call_command("sync_workflows", path, verbosity=0)
+load = User.objects.create_user("load", is_staff=True)
+approver = User.objects.create_user("approver", is_staff=True)
+approver.groups.add(Group.objects.get(name="operators"))
+print(json.dumps({user.username: ApiToken.issue(user, name="tests")[1] for user in (load, approver)}))
+"""
+
+
+def setup_database(cluster: PgCluster, *definitions: Path) -> dict[str, str]:
+    """Migrates the cluster's database, syncs ``definitions`` (files or directories) and creates two users with
+    API tokens: ``load`` (who triggers) and ``approver`` (an operator); returns their tokens by name."""
+    result = subprocess.run(
+        [sys.executable, "-c", SETUP],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            **BASE_ENV,
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "DATABASE_URL": cluster.url,
+            "DEFINITIONS": os.pathsep.join(str(d) for d in definitions),
+        },
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    tokens: dict[str, str] = json.loads(result.stdout.strip().splitlines()[-1])
+    return tokens
+
+
+PRODUCTION_WEB = {
+    "DEBUG": "false",
+    "SECRET_KEY": "outage-test-secret-key-outage-test-secret-key-0123456789",
+    "ALLOWED_HOSTS": "127.0.0.1",
+    "LOG_LEVEL": "warning",
+    "LOG_FORMAT": "text",
+}
+
+
+def start_web(processes: Processes, cluster: PgCluster, tmp_path: Path) -> str:
+    """gunicorn with production settings and its defaults (2 processes x 4 threads); returns its base URL."""
+    port = free_port()
+    processes.start(
+        [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi:application"],
+        "web",
+        DATABASE_URL=cluster.url,
+        GUNICORN_BIND=f"127.0.0.1:{port}",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prom"),
+        OTEL_SDK_DISABLED="true",
+        **PRODUCTION_WEB,
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: http("GET", base + "/healthz", timeout=2)[0] == 200, 90, "gunicorn to answer")
+    return base
+
+
+def http(
+    method: str,
+    url: str,
+    token: str = "",
+    body: Any = None,
+    timeout: float = 15,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, str]:
+    """(status, body) of one request; status 0 when no answer came (refused, reset, timed out)."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - http://127.0.0.1 only
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - our own local server
+            return response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+    except (urllib.error.URLError, OSError) as exc:
+        return 0, f"{type(exc).__name__}: {exc}"

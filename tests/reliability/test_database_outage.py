@@ -9,13 +9,11 @@ pg_terminate_backend on every connection is recovered from the same way.
 from __future__ import annotations
 
 import json
-import sys
 import textwrap
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,17 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.reliability.conftest import BASE_ENV, PgCluster, Processes, free_port, record_result, scaled, wait_for
+from tests.reliability.conftest import (
+    BASE_ENV,
+    PgCluster,
+    Processes,
+    http,
+    record_result,
+    scaled,
+    setup_database,
+    start_web,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.slow]
 
@@ -43,78 +51,12 @@ workflow:
       inputs: {seconds: 0.2}
 """
 
-SETUP = """
-import django, os
-django.setup()
-from django.core.management import call_command
-from django.contrib.auth.models import User
-from accounts.models import ApiToken
-call_command("migrate", verbosity=0)
-call_command("sync_workflows", os.environ["DEFINITION"], verbosity=0)
-user = User.objects.create_user("load", is_staff=True)
-print(ApiToken.issue(user, name="load")[1])
-"""
-
-PRODUCTION_WEB = {
-    "DEBUG": "false",
-    "SECRET_KEY": "outage-test-secret-key-outage-test-secret-key-0123456789",
-    "ALLOWED_HOSTS": "127.0.0.1",
-    "LOG_LEVEL": "warning",
-    "LOG_FORMAT": "text",
-}
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[PgCluster]:
-    pg = PgCluster.create()
-    try:
-        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{pg.port}/postgres", autocommit=True) as conn:
-            conn.execute("CREATE DATABASE commandcenter")
-        yield pg
-    finally:
-        pg.destroy()
-
 
 @pytest.fixture(scope="module")
 def token(cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> str:
-    import os
-    import subprocess
-
-    from tests.reliability.conftest import BASE_ENV, ROOT
-
     definition = tmp_path_factory.mktemp("outage") / "outage.yaml"
     definition.write_text(textwrap.dedent(DEFINITION))
-    result = subprocess.run(
-        [sys.executable, "-c", SETUP],
-        cwd=ROOT,
-        env={
-            **os.environ,
-            **BASE_ENV,
-            "DJANGO_SETTINGS_MODULE": "config.settings",
-            "DATABASE_URL": cluster.url,
-            "DEFINITION": str(definition),
-        },
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout.strip().splitlines()[-1]
-
-
-def http(method: str, url: str, token: str = "", body: Any = None, timeout: float = 15) -> tuple[int, str]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - http://127.0.0.1 only
-    request.add_header("Content-Type", "application/json")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - our own local server
-            return response.status, response.read().decode(errors="replace")
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(errors="replace")
-    except (urllib.error.URLError, OSError) as exc:
-        return 0, f"{type(exc).__name__}: {exc}"
+    return setup_database(cluster, definition)["load"]
 
 
 class Prober(threading.Thread):
@@ -145,29 +87,6 @@ class Prober(threading.Thread):
 
     def between(self, start: float, end: float) -> list[tuple[float, int, float, str]]:
         return [a for a in self.answers if start <= a[0] <= end]
-
-
-def start_web(processes: Processes, cluster: PgCluster, tmp_path: Path) -> str:
-    port = free_port()
-    processes.start(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            "config/gunicorn.py",
-            "config.wsgi:application",
-        ],
-        "web",
-        DATABASE_URL=cluster.url,
-        GUNICORN_BIND=f"127.0.0.1:{port}",
-        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prom"),
-        OTEL_SDK_DISABLED="true",
-        **PRODUCTION_WEB,
-    )
-    base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: http("GET", base + "/healthz", timeout=2)[0] == 200, 90, "gunicorn to answer")
-    return base
 
 
 def unfinished(cluster: PgCluster, ids: list[str]) -> str:
