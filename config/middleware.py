@@ -81,19 +81,27 @@ class DatabaseUnavailableMiddleware:
             return self.get_response(request)
         admission = OUTAGE.admit()
         if admission is Admission.REFUSE:
-            return database_unavailable_response(request)
+            return self.refuse(request, OUTAGE.error)
         if admission is Admission.PROBE:
             from django.db import connection
             from django.db.utils import DatabaseError
 
             try:
                 connection.ensure_connection()
-            except DatabaseError:
+            except DatabaseError as exc:
                 OUTAGE.probed(reachable=False)
                 connection.close_if_unusable_or_obsolete()
-                return database_unavailable_response(request)
+                return self.refuse(request, type(exc).__name__)
             OUTAGE.probed(reachable=True)
         return self.get_response(request)
+
+    @staticmethod
+    def refuse(request: HttpRequest, error: str) -> HttpResponse:
+        if request.path_info == "/readyz":
+            from config.health import not_ready
+
+            return not_ready(error)
+        return database_unavailable_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not is_database_outage(exception):

@@ -48,6 +48,7 @@ class Outage:
         self._since: float | None = None
         self._next_probe = 0.0
         self._probing = False
+        self.error = ""  # the class of the last failure, for /readyz
 
     @property
     def down(self) -> bool:
@@ -55,6 +56,7 @@ class Outage:
 
     def connect_failed(self, error: BaseException) -> None:
         with self._lock:
+            self.error = type(error).__name__
             if self._since is not None:
                 return
             self._since = time.monotonic()

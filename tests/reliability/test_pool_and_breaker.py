@@ -101,7 +101,7 @@ def test_during_an_outage_requests_get_503_at_once_without_touching_the_database
     assert answer.status_code == 503 and answer.json()["error"] == "database_unavailable"
     assert answer["Retry-After"] == "5" and answer["Cache-Control"] == "no-store"
     assert page.status_code == 503 and "database is unreachable" in page.content.decode()
-    assert ready.status_code == 503
+    assert ready.status_code == 503 and ready.json()["database"] == "unreachable: OSError"
     # What needs no database is not held back.
     assert Client().get("/healthz").status_code == 200
     assert Client().get("/metrics").status_code == 200
