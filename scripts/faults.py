@@ -29,7 +29,7 @@ def recovery(r: dict) -> str:
         "fault-soak": lambda: (
             f"{r['lost_attempts']} attempts lost, all to killed workers ({r['duplicates_unexplained']} unexplained); "
             f"{r['duplicate_http_calls']} repeated HTTP calls; triggers answered {r['trigger_answers']}; "
-            f"quiescent {r['quiescence_s']} s after the load"
+            f"{r['open_at_load_end']} runs open when the load ended, all done {r['quiescence_s']} s later"
         ),
         "postgres-quick-restart": lambda: (
             f"attempts {r['attempts']}; API reads right after: {r['reads_after_restart']}; "

@@ -225,6 +225,11 @@ class Approver(threading.Thread):
                     self.approved += 1
 
 
+def open_runs_of(cluster: PgCluster, run_ids: list[str]) -> int:
+    rows = query(cluster, "SELECT status FROM workflows_workflowrun WHERE id::text = ANY(%s)", [run_ids])
+    return len(run_ids) - sum(status in ("SUCCESS", "FAILED", "CANCELLED", "REJECTED") for (status,) in rows)
+
+
 def attempts_of(cluster: PgCluster, run_ids: list[str]) -> list[tuple[str, str, str, int, str, str, str]]:
     """(run, workflow, step key, attempt, status, error type, worker) of every attempt of these runs."""
     return query(  # type: ignore[return-value]
@@ -291,15 +296,14 @@ def test_fault_soak(cluster: PgCluster, tmp_path: Path, capsys: pytest.CaptureFi
             thread.join(give_up_at - time.monotonic() + 30)
 
         accepted = {t.run_id: t for t in triggers if t.run_id}
-
-        def open_runs() -> int:
-            rows = query(
-                cluster, "SELECT id::text, status FROM workflows_workflowrun WHERE id::text = ANY(%s)", [list(accepted)]
-            )
-            return len(accepted) - sum(status in ("SUCCESS", "FAILED", "CANCELLED", "REJECTED") for _, status in rows)
-
+        backlog = open_runs_of(cluster, list(accepted))
         try:
-            wait_for(lambda: open_runs() == 0, QUIESCENCE_BOUND, "every accepted run to finish", interval=1.0)
+            wait_for(
+                lambda: open_runs_of(cluster, list(accepted)) == 0,
+                QUIESCENCE_BOUND,
+                "every accepted run to finish",
+                interval=1.0,
+            )
         except AssertionError as exc:
             still_open = query(
                 cluster,
@@ -364,6 +368,7 @@ def test_fault_soak(cluster: PgCluster, tmp_path: Path, capsys: pytest.CaptureFi
             "duplicate_http_calls": sum(extra_calls.values()),
             "trigger_answers": dict(sorted(answers.items())),
             "approved": approver.approved,
+            "open_at_load_end": backlog,
             "quiescence_s": round(quiescence, 1),
             "down_s": [round(down, 1) for _, _, down in restarts],
             "last_to_finish": last,
@@ -410,6 +415,7 @@ def soak_table(f: dict[str, Any]) -> str:
         ("repeated executions (unexplained)", f"{f['duplicates']} ({f['duplicates_unexplained']})"),
         ("repeated HTTP calls", f["duplicate_http_calls"]),
         ("trigger answers", ", ".join(f"{k}: {v}" for k, v in f["trigger_answers"].items())),
+        ("runs still open when the load ended", f["open_at_load_end"]),
         ("time to quiescence", f"{f['quiescence_s']} s"),
     ]
     width = max(len(name) for name, _ in rows)
