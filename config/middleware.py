@@ -5,6 +5,8 @@ from collections.abc import Callable
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from config.outage import OUTAGE, Admission
+
 
 class BodySizeLimitMiddleware:
     """Answers 413 before anything reads a request body larger than API_MAX_BODY_BYTES.
@@ -35,7 +37,7 @@ DATABASE_UNAVAILABLE = (
 )
 
 
-def database_unavailable_response(request: HttpRequest, exc: BaseException) -> HttpResponse:
+def database_unavailable_response(request: HttpRequest) -> HttpResponse:
     """503 with Retry-After and a short explanation: JSON for the API and webhooks, plain text elsewhere."""
     if request.path.startswith(("/api/", "/webhooks/")) or "json" in request.headers.get("Accept", ""):
         response: HttpResponse = JsonResponse(
@@ -56,19 +58,50 @@ def is_database_outage(exc: BaseException | None) -> bool:
 
 
 class DatabaseUnavailableMiddleware:
-    """Answers 503 with a clear body instead of a 500 and a traceback while the database is unreachable.
+    """Answers 503 with Retry-After and a clear body, never a 500 and a traceback, while the database is unreachable.
 
-    Views that hit a dead connection raise OperationalError/InterfaceError; this turns them into a 503 the
-    client (and a load balancer) understands. Failures outside views (for instance the session middleware
-    saving a session) reach config.urls.handler500, which answers the same way. The broken connection is
-    closed so the next request in this process connects afresh.
+    Once this process has seen the server refuse a connection (config/outage.py), requests are answered 503 at
+    once instead of each waiting for a connection while holding a web thread; one request at a time, at most
+    one a second, is let through to find out whether the server is back. /healthz and /metrics need no
+    database and are never held back.
+
+    Views that hit a dead connection raise OperationalError/InterfaceError; this turns them into the same 503.
+    Failures outside views (for instance the session middleware saving a session) reach
+    config.urls.handler500, which answers the same way. The broken connection is closed so the next request
+    in this process connects afresh.
     """
+
+    DATABASE_FREE_PATHS = frozenset({"/healthz", "/metrics"})
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path_info in self.DATABASE_FREE_PATHS:
+            return self.get_response(request)
+        admission = OUTAGE.admit()
+        if admission is Admission.REFUSE:
+            return self.refuse(request, OUTAGE.error)
+        if admission is Admission.PROBE:
+            from django.db import connection
+            from django.db.utils import DatabaseError
+
+            try:
+                connection.ensure_connection()
+            except DatabaseError as exc:
+                OUTAGE.probed(reachable=False)
+                connection.close_if_unusable_or_obsolete()
+                return self.refuse(request, type(exc).__name__)
+            OUTAGE.probed(reachable=True)
         return self.get_response(request)
+
+    @staticmethod
+    def refuse(request: HttpRequest, error: str) -> HttpResponse:
+        if request.path_info == "/readyz":
+            from config.health import not_ready
+
+            return not_ready(error)
+        return database_unavailable_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not is_database_outage(exception):
@@ -86,7 +119,7 @@ class DatabaseUnavailableMiddleware:
         )
         for conn in connections.all(initialized_only=True):
             conn.close_if_unusable_or_obsolete()
-        return database_unavailable_response(request, exception)
+        return database_unavailable_response(request)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
@@ -95,7 +128,7 @@ def server_error(request: HttpRequest) -> HttpResponse:
 
     exc = sys.exc_info()[1]
     if is_database_outage(exc):
-        return database_unavailable_response(request, exc)  # type: ignore[arg-type]
+        return database_unavailable_response(request)
     body = "Internal server error. The failure was logged; the request may be retried later."
     if request.path.startswith(("/api/", "/webhooks/")):
         return JsonResponse({"detail": body, "error": "internal_error"}, status=500)

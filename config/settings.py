@@ -47,9 +47,10 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "config.middleware.BodySizeLimitMiddleware",
-    "config.middleware.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # After the static files, which need no database: during an outage everything below answers 503 at once.
+    "config.middleware.DatabaseUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -95,11 +96,23 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     }
 elif _db["ENGINE"] == "django.db.backends.postgresql":
     if envbool("DATABASE_POOL", not TESTING):
+        from config.outage import MonitoredConnection, check_pooled_connection
+
         _db["OPTIONS"] = {
             "pool": {
                 "min_size": envint("DATABASE_POOL_MIN", 1, minimum=0),
                 "max_size": envint("DATABASE_POOL_MAX", 10, minimum=1),
-                "timeout": envfloat("DATABASE_POOL_TIMEOUT", 10.0, minimum=0.1),
+                # A request waits this long for a connection; only an outage (or a pool too small for the
+                # threads using it) makes it wait at all, and then it should fail fast with a 503.
+                "timeout": envfloat("DATABASE_POOL_TIMEOUT", 2.0, minimum=0.1),
+                # Every connection is tested before it is handed out (config/outage.py), so none that died
+                # with a restarted server reaches a request or a worker.
+                "check": check_pooled_connection,
+                "connection_class": MonitoredConnection,
+                # How long the pool keeps retrying, with back-off, to open a connection before it gives up and
+                # waits for the next request to try again: short, so that the first try after an outage is
+                # never more than a second or two behind.
+                "reconnect_timeout": 2.0,
             }
         }
         _db["CONN_MAX_AGE"] = 0
@@ -129,6 +142,9 @@ RUNNER_READY_GRACE_SECONDS = envfloat("RUNNER_READY_GRACE_SECONDS", 60.0, minimu
 RUNNER_DEFAULT_TIMEOUT_SECONDS = envfloat("RUNNER_DEFAULT_TIMEOUT_SECONDS", 300.0, minimum=0.1)
 WORKER_POLL_INTERVAL = envfloat("WORKER_POLL_INTERVAL", 1.0, minimum=0.01)
 WORKER_SHUTDOWN_GRACE_SECONDS = envfloat("WORKER_SHUTDOWN_GRACE_SECONDS", 8.0, minimum=0.0)
+# Attempts cut short by infrastructure (worker lost, database unreachable, shutdown) do not count against a node's
+# max_attempts; a step is put back at most this many times for them before it fails.
+RUNNER_INFRASTRUCTURE_RETRIES = envint("RUNNER_INFRASTRUCTURE_RETRIES", 5, minimum=0)
 
 # Retention: what each worker's maintenance prunes (workflows/retention.py). 0 keeps that kind forever.
 TASK_RESULT_RETENTION_HOURS = envint("TASK_RESULT_RETENTION_HOURS", 72, minimum=0)
@@ -237,9 +253,10 @@ PROMETHEUS_EXPORT_MIGRATIONS = False
 # --- Telemetry (OpenTelemetry) --------------------------------------------------------------------------
 # observability/otel.py reads the standard OTEL_* variables itself (OTEL_SDK_DISABLED, OTEL_SERVICE_NAME,
 # OTEL_RESOURCE_ATTRIBUTES, OTEL_EXPORTER_OTLP_*, OTEL_{TRACES,METRICS,LOGS}_EXPORTER, OTEL_TRACES_SAMPLER);
-# these are the project's own additions. TELEMETRY_SHUTDOWN_TIMEOUT_SECONDS bounds the flush at exit.
+# these are the project's own additions. TELEMETRY_SHUTDOWN_TIMEOUT_SECONDS bounds the flush at exit: a reachable
+# collector takes what is buffered in milliseconds, and one that is down must not hold up a stopping process.
 DEPLOYMENT_ENVIRONMENT = envstr("DEPLOYMENT_ENVIRONMENT", "development" if DEBUG else "production")
-TELEMETRY_SHUTDOWN_TIMEOUT_SECONDS = envfloat("TELEMETRY_SHUTDOWN_TIMEOUT_SECONDS", 5.0, minimum=0.0)
+TELEMETRY_SHUTDOWN_TIMEOUT_SECONDS = envfloat("TELEMETRY_SHUTDOWN_TIMEOUT_SECONDS", 1.0, minimum=0.0)
 # Set by config/gunicorn.py: /metrics (django-prometheus) then adds up every gunicorn worker's metrics.
 PROMETHEUS_MULTIPROC_DIR = envstr("PROMETHEUS_MULTIPROC_DIR")
 if PROMETHEUS_MULTIPROC_DIR:

@@ -19,8 +19,9 @@ only the first call in a process does anything. What it reads:
 - Every process also reports its resident memory, CPU time and open file descriptors (observability.metrics).
 
 All export happens on background threads, so an unreachable collector never delays a request or a step.
-``shutdown()`` flushes within the setting TELEMETRY_SHUTDOWN_TIMEOUT_SECONDS; it runs at exit, on SIGTERM when
-nothing else handles that signal, from gunicorn's worker_exit hook and when the worker command stops.
+``shutdown()`` flushes within the setting TELEMETRY_SHUTDOWN_TIMEOUT_SECONDS (default 1 s: enough for a collector
+that answers, short enough that one that is down does not hold up a stopping process); it runs at exit, on
+SIGTERM when nothing else handles that signal, from gunicorn's worker_exit hook and when the worker command stops.
 """
 
 from __future__ import annotations

@@ -302,7 +302,13 @@ class RunStep(models.Model):
     status = models.CharField(max_length=20, choices=StepStatus.choices, default=StepStatus.PENDING)
     attempts = models.PositiveIntegerField(default=0, help_text="Attempts started, across retries of the run.")
     attempt_offset = models.PositiveIntegerField(
-        default=0, help_text="Attempts that do not count against max_attempts (before a run retry, released)."
+        default=0,
+        help_text="Attempts that do not count against max_attempts (before a run retry, lost or handed back).",
+    )
+    infrastructure_attempts = models.PositiveIntegerField(
+        default=0,
+        help_text="Attempts cut short by infrastructure (worker lost, database unreachable, worker shutdown) since "
+        "the last run retry; RUNNER_INFRASTRUCTURE_RETRIES bounds them.",
     )
     output = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)

@@ -5,7 +5,10 @@ Four kinds, each with its own setting (0 keeps that kind forever):
 - ``task_results``: django_tasks_db queue rows finished (SUCCESSFUL or FAILED) more than
   TASK_RESULT_RETENTION_HOURS ago, and RUNNING rows started that long ago, which a dead worker left behind:
   the task row is only a queue message, our run and step rows are the truth. READY rows are never touched.
-  Keep the retention far above the longest task (a chain of steps runs inline in one task).
+  The reaper marks a dead worker's RUNNING row FAILED as soon as it reaps the step that worker held (and the
+  stale-READY sweep the row of a task whose worker died before claiming its step), so what reaches this rule
+  is only what neither saw. Keep the retention far above the longest task (a chain of steps runs inline in
+  one task).
 - ``alert_events`` and ``alert_deliveries``: older than ALERT_RETENTION_DAYS (last seen, received). An event
   stays while a kept resolution links to it as its firing event or while a run it started is still active
   (a resolved notification must still find it to end that run); a delivery stays while a kept event points

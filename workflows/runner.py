@@ -10,10 +10,17 @@ it directly, so a sequential chain pays no queue latency per step; further ready
 other workers. A claimed step holds a lease that the executing worker renews; the reaper
 (``reap_expired_leases``) closes attempts whose lease expired and re-queues or fails the step per its
 retry policy, and re-enqueues READY steps whose queue message was lost (``requeue_stale_ready``).
+
+Faults are not failures. An attempt cut short by infrastructure (its worker died or lost the database for
+longer than the lease, or handed it back at shutdown) does not count against the node's max_attempts: the step
+is put back under a separate budget, RUNNER_INFRASTRUCTURE_RETRIES (``handle_lost_attempt``). A worker whose
+database connection dies renews its lease and records its attempt's outcome on a fresh connection, until the
+lease would have run out (``_through_outage``), so a finished attempt's result survives a database restart.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -21,6 +28,7 @@ import random
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache, partial
@@ -29,6 +37,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connections, transaction
 from django.db.models import Exists, F, OuterRef, Q
+from django.db.utils import DatabaseError, InterfaceError, OperationalError
 from django.utils import timezone
 
 from agents.executors import UnknownAgentType, executor_class
@@ -48,6 +57,10 @@ from workflows.templating import TemplateError, references, render_inputs
 
 logger = logging.getLogger("workflows.runner")
 
+# What a lost or refused connection raises (server restarting or down, backend terminated, network): the
+# statement may succeed on a fresh connection. A bad statement raises other DatabaseErrors.
+CONNECTION_ERRORS = (OperationalError, InterfaceError)
+
 # Set by the worker on SIGTERM: no new inline claims, and a running step is released after the grace.
 shutdown_requested = threading.Event()
 _shutdown_at: list[float] = []
@@ -59,9 +72,23 @@ def request_shutdown() -> None:
         shutdown_requested.set()
 
 
+_worker_name: str | None = None
+
+
+def set_worker_id(name: str) -> None:
+    """Names this process (the worker command's --worker-id) in leases, attempt rows and queue rows."""
+    global _worker_name
+    _worker_name = name
+
+
 def worker_id() -> str:
-    """Identifies this process in leases and attempt rows (host:pid, so it is right after a fork)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Identifies this process in leases, attempt rows and queue rows: the name it was given, else host:pid
+    (computed at each call, so it is right after a fork)."""
+    return _worker_name or f"{socket.gethostname()}:{os.getpid()}"
+
+
+class WorkerLost(Exception):
+    """Recorded on a queue row whose worker stopped renewing the lease of the step it was running."""
 
 
 def lease_delta() -> timedelta:
@@ -130,7 +157,17 @@ def run_step(step_id: int) -> None:
     """Entry point of the task: claim the step, run it, and keep going inline while the run has work."""
     worker = worker_id()
     now = timezone.now()
-    if not claim(step_id, worker, now):
+    tries = 0
+
+    def take() -> bool:
+        nonlocal tries
+        tries += 1
+        if claim(step_id, worker, now):
+            return True
+        # After a try whose answer was lost, the step may be this worker's already (it runs one task at a time).
+        return tries > 1 and RunStep.objects.filter(id=step_id, status=StepStatus.RUNNING, worker_id=worker).exists()
+
+    if not _through_outage(f"claiming step {step_id}", take, time.monotonic() + settings.RUNNER_LEASE_SECONDS):
         # A queue whose scheduler rounds times (RQ: to the second) may deliver a deferred retry a little
         # early; put it back for its time rather than leave it to the stale-READY sweep. "Early" is judged
         # at the instant the claim used: judged later, the time may have come in between, and the step
@@ -203,8 +240,31 @@ def execute_claimed(claimed: RunStep | int, worker: str, agents: AgentLookup | N
     """Runs one attempt of a step this worker has claimed; returns the next step it claimed inline.
 
     ``claimed`` is a step id (claimed from the queue) or the step that ``advance`` claimed inline, which comes
-    with its run already loaded.
+    with its run already loaded. Starting the attempt (its row, its inputs) is retried on a fresh connection
+    while the claim's lease lasts, like recording its outcome, so a database restart costs no attempt.
     """
+    lookup = agents or AgentLookup()
+    tries = 0
+
+    def start() -> tuple[WorkflowRun, RunStep, dict[str, Any], AgentRun, Agent | None, Outcome | None]:
+        nonlocal tries
+        tries += 1
+        return _start_attempt(claimed, worker, lookup, retried=tries > 1)
+
+    until = time.monotonic() + settings.RUNNER_LEASE_SECONDS  # the lease was taken a moment ago, with the claim
+    run, step, node, attempt, agent, outcome = _through_outage("starting a step", start, until)
+    events.attempt_started(run, step, attempt, node)
+    if outcome is None:
+        assert agent is not None
+        with events.attempt_scope(run, step, attempt, node):
+            outcome = _supervise(run, step, attempt, node, agent, worker)
+    return _finish_attempt(run, step, attempt, node, worker, outcome)
+
+
+def _start_attempt(
+    claimed: RunStep | int, worker: str, agents: AgentLookup, *, retried: bool
+) -> tuple[WorkflowRun, RunStep, dict[str, Any], AgentRun, Agent | None, Outcome | None]:
+    """Loads what the attempt needs and writes its row; the outcome is set when it cannot run at all."""
     step = claimed if isinstance(claimed, RunStep) else RunStep.objects.select_related("run").get(id=claimed)
     run = step.run
     if run.status == RunStatus.PENDING:
@@ -214,7 +274,6 @@ def execute_claimed(claimed: RunStep | int, worker: str, agents: AgentLookup | N
                 locked.transition(RunStatus.RUNNING, reason=f"step {step.key} started", actor=worker)
             run = locked
     node = run.node(step.key)
-    started = timezone.now()
     attempt = AgentRun(
         run=run,
         step=step,
@@ -223,10 +282,10 @@ def execute_claimed(claimed: RunStep | int, worker: str, agents: AgentLookup | N
         action=node["action"],
         worker_id=worker,
         lease_expires_at=step.lease_expires_at,
-        started_at=started,
+        started_at=timezone.now(),
     )
     outcome: Outcome | None = None
-    agent = (agents or AgentLookup()).get(node["agent"])
+    agent = agents.get(node["agent"])
     attempt.agent = agent
     try:
         attempt.input = render_inputs(node["inputs"], template_scope(run, node["inputs"]))
@@ -239,13 +298,13 @@ def execute_claimed(claimed: RunStep | int, worker: str, agents: AgentLookup | N
         elif not agent.enabled:
             msg = f"agent {agent.slug!r} is disabled"
             outcome = Outcome(AgentRun.Status.FAILED, error_type="AgentUnavailable", error_message=msg, permanent=True)
-    attempt.save(force_insert=True)
-    events.attempt_started(run, step, attempt, node)
-    if outcome is None:
-        assert agent is not None
-        with events.attempt_scope(run, step, attempt, node):
-            outcome = _supervise(run, step, attempt, node, agent, worker)
-    return _finish_attempt(run, step, attempt, node, worker, outcome)
+    written = AgentRun.objects.filter(step=step, attempt=step.attempts).first() if retried else None
+    if written is None:
+        attempt.save(force_insert=True)
+    else:  # a try whose INSERT got through although its answer was lost
+        attempt = written
+        attempt.run, attempt.step, attempt.agent = run, step, agent
+    return run, step, node, attempt, agent, outcome
 
 
 def _supervise(
@@ -301,10 +360,13 @@ def _supervise(
             ctx.cancelled.set()
             return Outcome(RELEASED, error_type="WorkerShutdown", error_message="released: worker shutting down")
         if now >= next_renewal:
-            if not _renew_lease(step, attempt, worker):
+            renewed = _renew_lease(step, attempt, worker)
+            if renewed is False:
                 ctx.cancelled.set()
                 return Outcome(AgentRun.Status.CANCELLED, error_type="LeaseLost", error_message="step taken away")
-            next_renewal = now + renew_every
+            # Unreachable database (None): the executor goes on and the renewal is tried again soon, on a
+            # fresh connection; only the reaper takes the step away, once the lease has run out.
+            next_renewal = now + (renew_every if renewed else min(renew_every, 0.5))
     if "error" in box:
         return _classify(box["error"])
     output = box.get("output")
@@ -334,14 +396,66 @@ def _classify(exc: BaseException) -> Outcome:
     )
 
 
-def _renew_lease(step: RunStep, attempt: AgentRun, worker: str) -> bool:
+def _renew_lease(step: RunStep, attempt: AgentRun, worker: str) -> bool | None:
+    """Extends the lease: True, or False when the step was taken away, or None when the database did not answer.
+
+    The renewal matches the step whatever its lease says, so one that gets through after an outage keeps the
+    attempt as long as the reaper has not taken it.
+    """
     expires = timezone.now() + lease_delta()
-    renewed = RunStep.objects.filter(
-        id=step.id, status=StepStatus.RUNNING, worker_id=worker, attempts=step.attempts
-    ).update(lease_expires_at=expires)
+    try:
+        renewed = RunStep.objects.filter(
+            id=step.id, status=StepStatus.RUNNING, worker_id=worker, attempts=step.attempts
+        ).update(lease_expires_at=expires)
+        if renewed:
+            AgentRun.objects.filter(id=attempt.id).update(lease_expires_at=expires)
+    except CONNECTION_ERRORS as exc:
+        logger.warning("could not renew the lease of step %s (%s); the step goes on", step.key, exc)
+        drop_connection()
+        return None
     if renewed:
-        AgentRun.objects.filter(id=attempt.id).update(lease_expires_at=expires)
+        step.lease_expires_at = expires
     return renewed == 1
+
+
+def drop_connection() -> None:
+    """Closes this thread's database connection after a connection error, so the next statement gets a fresh one
+    (from the pool, which checks it, or a new connection)."""
+    from django.db import connection
+
+    with contextlib.suppress(DatabaseError):
+        connection.close()
+
+
+def _through_outage[T](what: str, fn: Callable[[], T], until: float) -> T:
+    """Runs ``fn`` until it gets through to the database, on a fresh connection after each connection error,
+    until the monotonic time ``until`` (or the end of the shutdown grace) has passed; then re-raises.
+
+    ``fn`` must be safe to run again after a try whose outcome is unknown (one transaction, conditional writes).
+    """
+    pause = 0.1
+    failures = 0
+    while True:
+        try:
+            result = fn()
+        except CONNECTION_ERRORS as exc:
+            failures += 1
+            now = time.monotonic()
+            given_up = now + pause >= until or (
+                shutdown_requested.is_set() and now >= _shutdown_at[0] + settings.WORKER_SHUTDOWN_GRACE_SECONDS
+            )
+            if given_up:
+                logger.error("%s: the database did not answer in time (%s); giving up", what, exc)
+                raise
+            if failures == 1:
+                logger.warning("%s: database connection lost (%s); retrying on a fresh connection", what, exc)
+            drop_connection()
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+            continue
+        if failures:
+            logger.info("%s: done after %d retr%s", what, failures, "y" if failures == 1 else "ies")
+        return result
 
 
 def _close_attempt(attempt: AgentRun, outcome: Outcome, now: datetime) -> bool:
@@ -387,6 +501,45 @@ def lock_run(run: WorkflowRun) -> WorkflowRun:
 def _finish_attempt(
     run: WorkflowRun, step: RunStep, attempt: AgentRun, node: dict[str, Any], worker: str, outcome: Outcome
 ) -> RunStep | None:
+    """Records the attempt's outcome and moves the run on; returns the next step claimed inline, if any.
+
+    A connection that dies meanwhile is replaced and the recording tried again until the lease would have run
+    out, so a database restart does not throw a finished attempt's result away. A try whose COMMIT got through
+    although its answer was lost leaves nothing for the next try to write: every write is conditional on this
+    worker still holding the attempt. The step that try claimed inline is then found in the step rows.
+    """
+    deadline = time.monotonic()
+    if step.lease_expires_at is not None:
+        deadline += max(0.0, (step.lease_expires_at - timezone.now()).total_seconds())
+    tries = 0
+
+    def record() -> RunStep | None:
+        nonlocal tries
+        tries += 1
+        if tries > 1:
+            closed = AgentRun.objects.filter(id=attempt.id).values_list("status", flat=True).first()
+            if closed is not None and closed != AgentRun.Status.RUNNING:
+                return _claimed_by_lost_commit(run, step, worker) if closed == AgentRun.Status.SUCCESS else None
+        return _record_outcome(run, step, attempt, node, worker, outcome)
+
+    return _through_outage(f"recording attempt {attempt.attempt} of step {step.key}", record, deadline)
+
+
+def _claimed_by_lost_commit(run: WorkflowRun, step: RunStep, worker: str) -> RunStep | None:
+    """The step of ``run`` that a committed try of ``_finish_attempt`` claimed inline for this worker, if any.
+
+    This worker runs one step of a run at a time, so another step of the run RUNNING under its name is that claim.
+    """
+    claimed = RunStep.objects.filter(run_id=run.id, status=StepStatus.RUNNING, worker_id=worker).exclude(id=step.id)
+    found = claimed.first()
+    if found is not None:
+        found.run = run
+    return found
+
+
+def _record_outcome(
+    run: WorkflowRun, step: RunStep, attempt: AgentRun, node: dict[str, Any], worker: str, outcome: Outcome
+) -> RunStep | None:
     with transaction.atomic():
         lock_run(run)
         now = timezone.now()
@@ -399,16 +552,18 @@ def _finish_attempt(
             "attempts": attempt.attempt,
         }
         released = {"lease_expires_at": None, "worker_id": ""}
+        owned: bool | int
         if outcome.status == RELEASED:
-            owned = RunStep.objects.filter(**mine).update(
-                status=StepStatus.READY,
-                attempt_offset=F("attempt_offset") + 1,
-                ready_at=now,
-                run_after=None,
-                **released,
+            owned = handle_lost_attempt(
+                run,
+                step,
+                node,
+                outcome.error_type,
+                outcome.error_message,
+                now,
+                guard=RunStep.objects.filter(**mine),
+                immediate=True,
             )
-            if owned:
-                enqueue_with_transaction(step.id)
         elif outcome.status == AgentRun.Status.SUCCESS:
             # Written directly rather than through the ORM: this runs once for every step (workflows/sql.py).
             owned = sql.update(
@@ -458,7 +613,6 @@ def handle_failure(
     now: datetime,
     *,
     guard: Any = None,
-    immediate: bool = False,
     retry_after: float = 0.0,
 ) -> bool:
     """Retries the step per its policy, or fails it and the run. Caller holds the run lock.
@@ -472,7 +626,7 @@ def handle_failure(
     fields: dict[str, Any] = {"error": f"{error_type}: {message}"[:5000], "lease_expires_at": None, "worker_id": ""}
     delay = 0.0
     if retry:
-        delay = 0.0 if immediate else max(backoff_delay(node["retry"], counted), retry_after)
+        delay = max(backoff_delay(node["retry"], counted), retry_after)
         fields.update(
             status=StepStatus.READY, run_after=now + timedelta(seconds=delay), ready_at=now + timedelta(seconds=delay)
         )
@@ -488,6 +642,66 @@ def handle_failure(
     else:
         tries = f"{counted} attempt{'s' if counted != 1 else ''}"
         fail_run(run, f"step '{step.key}' failed after {tries}: {error_type}: {message}", now)
+    return True
+
+
+# The wait before putting a step back after its second, third, ... attempt lost to infrastructure (the first goes
+# back at once): a step that takes its worker down with it each time does not cycle through the fleet at speed.
+INFRASTRUCTURE_BACKOFF = {"backoff_seconds": 1.0, "backoff_max_seconds": 30.0, "jitter": 0.1}
+
+
+def handle_lost_attempt(
+    run: WorkflowRun,
+    step: RunStep,
+    node: dict[str, Any],
+    error_type: str,
+    message: str,
+    now: datetime,
+    *,
+    guard: Any,
+    immediate: bool = False,
+) -> bool:
+    """Puts back a step whose attempt was cut short by infrastructure, not by the step itself.
+
+    Its worker died or lost the database until the lease ran out (the attempt is LOST), or handed the step back
+    at shutdown. Such an attempt does not count against the node's max_attempts. The step goes back to READY at
+    most RUNNER_INFRASTRUCTURE_RETRIES times for such losses, the first at once (``immediate``: every time),
+    later ones after INFRASTRUCTURE_BACKOFF; the loss after that fails it, saying why. Caller holds the run lock;
+    ``guard`` is the queryset that must still match the step (see handle_failure). Returns whether it did.
+    """
+    lost = RunStep.objects.filter(id=step.id).values_list("infrastructure_attempts", flat=True).get() + 1
+    budget = settings.RUNNER_INFRASTRUCTURE_RETRIES
+    retry = lost <= budget
+    delay = 0.0 if immediate or lost == 1 else backoff_delay(INFRASTRUCTURE_BACKOFF, lost - 1)
+    fields: dict[str, Any] = {
+        "error": f"{error_type}: {message}"[:5000],
+        "lease_expires_at": None,
+        "worker_id": "",
+        "attempt_offset": F("attempt_offset") + 1,
+        "infrastructure_attempts": lost,
+    }
+    if retry:
+        due = now + timedelta(seconds=delay)
+        fields.update(status=StepStatus.READY, run_after=due, ready_at=due)
+    else:
+        fields.update(status=StepStatus.FAILED, finished_at=now)
+    if not guard.update(**fields):
+        return False
+    step.attempt_offset += 1
+    for name, value in fields.items():
+        if name != "attempt_offset":
+            setattr(step, name, value)
+    if retry:
+        events.retry_scheduled(run, step, node, reason=error_type, delay=delay)
+        enqueue_with_transaction(step.id, step.run_after if delay > 0 else None)
+    else:
+        fail_run(
+            run,
+            f"step '{step.key}' failed: {lost} of its attempts were cut short by infrastructure faults (worker "
+            f"lost, database unreachable, shutdown), more than RUNNER_INFRASTRUCTURE_RETRIES={budget} allows; "
+            f"the last: {error_type}: {message}",
+            now,
+        )
     return True
 
 
@@ -615,10 +829,20 @@ def retry_run(run: WorkflowRun, *, actor: str) -> None:
         for step in RunStep.objects.filter(run=locked, status__in=(StepStatus.FAILED, StepStatus.CANCELLED)):
             step.status = StepStatus.PENDING
             step.attempt_offset = step.attempts
+            step.infrastructure_attempts = 0
             step.error = ""
             step.finished_at = None
             step.run_after = None
-            step.save(update_fields=["status", "attempt_offset", "error", "finished_at", "run_after"])
+            step.save(
+                update_fields=[
+                    "status",
+                    "attempt_offset",
+                    "infrastructure_attempts",
+                    "error",
+                    "finished_at",
+                    "run_after",
+                ]
+            )
         now = timezone.now()
         locked.transition(RunStatus.RUNNING, reason="retry of failed steps", actor=actor)
         advance(locked, now)
@@ -629,52 +853,114 @@ def retry_run(run: WorkflowRun, *, actor: str) -> None:
 
 
 def reap_expired_leases(limit: int = 100) -> int:
-    """Closes attempts whose worker stopped renewing the lease; re-queues or fails their steps."""
+    """Closes attempts whose worker stopped renewing the lease as LOST and puts their steps back (or fails them
+    once the infrastructure budget is spent); the queue rows those workers left RUNNING are closed too."""
     now = timezone.now()
     expired = list(
         RunStep.objects.filter(status=StepStatus.RUNNING, lease_expires_at__lt=now).values_list("id", "run_id")[:limit]
     )
-    reaped = 0
-    for step_id, run_id in expired:
-        with transaction.atomic():
-            run = WorkflowRun.objects.select_for_update().get(id=run_id)
-            step = RunStep.objects.get(id=step_id)
-            if step.status != StepStatus.RUNNING or step.lease_expires_at is None or step.lease_expires_at >= now:
-                continue
-            node = run.node(step.key)
+    return sum(_reap(step_id, run_id, now) for step_id, run_id in expired)
+
+
+def release_abandoned(worker: str, limit: int = 100) -> int:
+    """Closes as LOST the attempts that ``worker`` (this process) holds but no longer runs, and puts their steps back.
+
+    A task cut off by a lost database connection can leave its step RUNNING under this worker's lease with nobody
+    working on it. The worker calls this between tasks, once the database answers again, instead of leaving the
+    step to wait until its lease runs out.
+    """
+    now = timezone.now()
+    held = list(RunStep.objects.filter(status=StepStatus.RUNNING, worker_id=worker).values_list("id", "run_id")[:limit])
+    return sum(_reap(step_id, run_id, now, holder=worker) for step_id, run_id in held)
+
+
+def _reap(step_id: int, run_id: Any, now: datetime, *, holder: str | None = None) -> bool:
+    """Closes the running attempt of one step as LOST: its lease expired, or (``holder``) that worker let it go."""
+    with transaction.atomic():
+        run = WorkflowRun.objects.select_for_update().get(id=run_id)
+        step = RunStep.objects.get(id=step_id)
+        if step.status != StepStatus.RUNNING:
+            return False
+        if holder is None:
+            if step.lease_expires_at is None or step.lease_expires_at >= now:
+                return False
+            error_type = "WorkerLost"
             message = (
                 f"worker {step.worker_id or '?'} stopped renewing its lease, which expired at "
                 f"{step.lease_expires_at.isoformat(timespec='seconds')}"
             )
-            attempt = AgentRun.objects.filter(step=step, attempt=step.attempts).first()
-            if attempt is None:
-                # The worker died between claiming the step and recording the attempt.
-                attempt = AgentRun(
-                    run=run,
-                    step=step,
-                    attempt=step.attempts,
-                    agent_type=node["agent_type"],
-                    action=node["action"],
-                    worker_id=step.worker_id,
-                    started_at=step.started_at or now,
-                )
-                attempt.save(force_insert=True)
-            guard = RunStep.objects.filter(
-                id=step.id, status=StepStatus.RUNNING, attempts=step.attempts, lease_expires_at=step.lease_expires_at
+        else:
+            if step.worker_id != holder:
+                return False
+            error_type = "ConnectionLost"
+            message = f"worker {holder} lost its database connection while running this attempt"
+        node = run.node(step.key)
+        attempt = AgentRun.objects.filter(step=step, attempt=step.attempts).first()
+        if attempt is None:
+            # The worker died between claiming the step and recording the attempt.
+            attempt = AgentRun(
+                run=run,
+                step=step,
+                attempt=step.attempts,
+                agent_type=node["agent_type"],
+                action=node["action"],
+                worker_id=step.worker_id,
+                started_at=step.started_at or now,
             )
-            if not handle_failure(run, step, node, "WorkerLost", message, False, now, guard=guard, immediate=True):
-                continue  # renewed or finished meanwhile
-            lost = Outcome(AgentRun.Status.LOST, error_type="WorkerLost", error_message=message)
-            if _close_attempt(attempt, lost, now):
-                events.attempt_finished(run, step, attempt, node)
-            reaped += 1
-            logger.warning(
-                "reaped step %s of run %s",
-                step.key,
-                run.id,
-                extra={"event": "step.reaped", "run_id": str(run.id)},
-            )
-    return reaped
+            attempt.save(force_insert=True)
+        guard = RunStep.objects.filter(
+            id=step.id,
+            status=StepStatus.RUNNING,
+            attempts=step.attempts,
+            worker_id=step.worker_id,
+            lease_expires_at=step.lease_expires_at,
+        )
+        gone = step.worker_id
+        if not handle_lost_attempt(run, step, node, error_type, message, now, guard=guard):
+            return False  # renewed or finished meanwhile
+        lost = Outcome(AgentRun.Status.LOST, error_type=error_type, error_message=message)
+        if _close_attempt(attempt, lost, now):
+            events.attempt_finished(run, step, attempt, node)
+        if holder is None and gone:
+            _close_queue_rows(now, message, worker=gone)
+        logger.warning(
+            "reaped step %s of run %s (%s)",
+            step.key,
+            run.id,
+            error_type,
+            extra={"event": "step.reaped", "run_id": str(run.id)},
+        )
+    return True
+
+
+def _close_queue_rows(now: datetime, message: str, *, worker: str = "", steps: set[int] | None = None) -> int:
+    """Marks FAILED the step tasks left RUNNING in the database queue by ``worker``, or those of ``steps``.
+
+    A queue row only carried "work on step X". Once the step has been put back, a row left RUNNING by a dead
+    worker would show a task running for days, until retention removes it. A worker that was only cut off from
+    the database overwrites its row when it finishes the task.
+    """
+    if not _queue_is_transactional():
+        return 0
+    from django.tasks import TaskResultStatus
+    from django_tasks_db.models import DBTaskResult
+
+    from workflows.tasks import execute_step
+
+    running = DBTaskResult.objects.filter(status=TaskResultStatus.RUNNING, task_path=execute_step.module_path)
+    ids = [
+        pk
+        for pk, workers, args in running.values_list("id", "worker_ids", "args_kwargs")
+        if (worker and workers and workers[-1] == worker) or (steps and (args.get("args") or [None])[0] in steps)
+    ]
+    if not ids:
+        return 0
+    return DBTaskResult.objects.filter(id__in=ids, status=TaskResultStatus.RUNNING).update(
+        status=TaskResultStatus.FAILED,
+        finished_at=now,
+        exception_class_path=f"{WorkerLost.__module__}.{WorkerLost.__qualname__}",
+        traceback=message,
+    )
 
 
 def requeue_stale_ready(limit: int = 100) -> int:
@@ -694,12 +980,18 @@ def requeue_stale_ready(limit: int = 100) -> int:
     if stale and _queue_is_transactional():
         queued = _queued_step_ids(started_after=cutoff)
         stale = [(step_id, ready_at) for step_id, ready_at in stale if step_id not in queued]
-    requeued = 0
-    for step_id, ready_at in stale:
-        if RunStep.objects.filter(id=step_id, status=StepStatus.READY, ready_at=ready_at).update(ready_at=now):
-            enqueue_step(step_id)
-            requeued += 1
-    return requeued
+    requeued = [
+        step_id
+        for step_id, ready_at in stale
+        if RunStep.objects.filter(id=step_id, status=StepStatus.READY, ready_at=ready_at).update(ready_at=now)
+    ]
+    if requeued:
+        # A task still RUNNING for one of these steps was taken by a worker that never claimed the step. It is
+        # closed before the new task exists, which a worker could otherwise take (RUNNING) in between.
+        _close_queue_rows(now, "the worker that took this task never claimed its step", steps=set(requeued))
+    for step_id in requeued:
+        enqueue_step(step_id)
+    return len(requeued)
 
 
 def _queued_step_ids(*, started_after: datetime) -> set[int]:
@@ -724,15 +1016,34 @@ def _queued_step_ids(*, started_after: datetime) -> set[int]:
 def maintenance() -> dict[str, int]:
     """One pass of the periodic work every worker does; safe to run from many workers at once.
 
+    Each job runs on its own: one that fails (the database went away half-way, a bug) is logged and the others
+    still run; a broken connection is dropped so the next job, or the next pass, starts on a fresh one.
     Pruning old rows (workflows.retention) runs in at most one pass per RETENTION_INTERVAL_SECONDS.
     """
     from approvals.services import expire_requests
     from workflows.retention import prune_if_due
 
-    done = {
-        "reaped": reap_expired_leases(),
-        "requeued": requeue_stale_ready(),
-        "expired_approvals": expire_requests(),
-    }
-    done.update({f"pruned_{kind}": count for kind, count in prune_if_due().items()})
+    def prune() -> dict[str, int]:
+        return {f"pruned_{kind}": count for kind, count in prune_if_due().items()}
+
+    jobs: list[tuple[str, Callable[[], int | dict[str, int]]]] = [
+        ("reaped", reap_expired_leases),
+        ("requeued", requeue_stale_ready),
+        ("expired_approvals", expire_requests),
+        ("pruned", prune),
+    ]
+    done: dict[str, int] = {}
+    for name, job in jobs:
+        try:
+            result = job()
+        except CONNECTION_ERRORS as exc:
+            logger.warning("maintenance job %s: database unreachable (%s); the others go on", name, exc)
+            drop_connection()
+            continue
+        except Exception:
+            logger.exception(
+                "maintenance job %s failed; the others go on", name, extra={"event": "maintenance.failed", "job": name}
+            )
+            continue
+        done.update(result if isinstance(result, dict) else {name: result})
     return done

@@ -16,11 +16,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from django.conf import settings
 from django.db import connection
@@ -48,7 +51,7 @@ def _pg_bin() -> Path:
 PG_BIN = _pg_bin()
 
 
-def scaled(small: int, large: int) -> int:
+def scaled[T](small: T, large: T) -> T:
     return large if LARGE else small
 
 
@@ -85,11 +88,19 @@ def record_result(scenario: str, **figures: Any) -> None:
 
 # Worker processes ---------------------------------------------------------------------------------------
 
-WORKER_ENV = {
+# What every spawned process gets: quiet text logs and no telemetry. Runner, pool and retry settings stay at
+# their defaults (the pool is on outside pytest) unless a scenario names them.
+BASE_ENV = {
     "DEBUG": "1",
     "OTEL_SDK_DISABLED": "true",
     "LOG_LEVEL": "warning",
     "LOG_FORMAT": "text",
+}
+
+# Shortened timers for the scenarios that measure how fast a fault is noticed rather than what it does to
+# outcomes (the SIGTERM hand-back). Scenarios about outcomes run on BASE_ENV.
+WORKER_ENV = {
+    **BASE_ENV,
     "DATABASE_POOL": "0",
     "RUNNER_LEASE_SECONDS": "2",
     "RUNNER_REAPER_INTERVAL": "0.3",
@@ -104,6 +115,7 @@ class Processes:
 
     logs: Path
     url: str
+    env: dict[str, str] = field(default_factory=lambda: dict(WORKER_ENV))
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def start(self, args: list[str], name: str, **env: str) -> subprocess.Popen[bytes]:
@@ -112,7 +124,7 @@ class Processes:
         proc = popen(
             args,
             cwd=ROOT,
-            env={**os.environ, **WORKER_ENV, "DATABASE_URL": self.url, **env},
+            env={**os.environ, **self.env, "DATABASE_URL": self.url, **env},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -121,9 +133,8 @@ class Processes:
         return proc
 
     def worker(self, name: str, **env: str) -> subprocess.Popen[bytes]:
-        return self.start(
-            [sys.executable, "manage.py", "worker", "--worker-id", name, "--interval", "0.2"], f"worker-{name}", **env
-        )
+        """A worker named ``name``: the name is its id in leases, attempt rows and queue rows."""
+        return self.start([sys.executable, "manage.py", "worker", "--worker-id", name], f"worker-{name}", **env)
 
     def log(self, name: str) -> str:
         path = self.logs / f"{name}.log"
@@ -140,6 +151,14 @@ class Processes:
 @pytest.fixture
 def processes(tmp_path: Path) -> Iterator[Processes]:
     procs = Processes(logs=tmp_path, url=database_url())
+    yield procs
+    procs.stop_all()
+
+
+@pytest.fixture
+def default_processes(tmp_path: Path) -> Iterator[Processes]:
+    """Processes with every runner, pool and retry setting at its default."""
+    procs = Processes(logs=tmp_path, url=database_url(), env=dict(BASE_ENV))
     yield procs
     procs.stop_all()
 
@@ -192,7 +211,131 @@ class PgCluster:
     def stop(self, mode: str = "fast") -> None:
         self._ctl("-m", mode, "-w", "-t", "60", "stop")
 
+    def restart(self, mode: str = "fast", down_for: float = 0.0) -> float:
+        """Stops the server (``fast`` or ``immediate``), keeps it down ``down_for`` seconds and starts it again;
+        returns how long it did not accept connections."""
+        started = time.monotonic()
+        self.stop(mode)
+        time.sleep(down_for)
+        self.start()
+        return time.monotonic() - started
+
     def destroy(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):
             self.stop("immediate")
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[PgCluster]:
+    """A throwaway cluster for the module, with an empty ``commandcenter`` database."""
+    pg = PgCluster.create()
+    try:
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{pg.port}/postgres", autocommit=True) as conn:
+            conn.execute("CREATE DATABASE commandcenter")
+        yield pg
+    finally:
+        pg.destroy()
+
+
+def query(cluster: PgCluster, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+    """Rows from the cluster's ``commandcenter`` database, on a connection of its own."""
+    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{cluster.port}/commandcenter", connect_timeout=5) as conn:
+        return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+
+
+# The service on a throwaway cluster: schema, workflows, users, the web tier ---------------------------------
+
+SETUP = """
+import django, json, os
+django.setup()
+from django.core.management import call_command
+from django.contrib.auth.models import Group, User
+from accounts.models import ApiToken
+call_command("migrate", verbosity=0)
+for path in os.environ["DEFINITIONS"].split(os.pathsep):
+    call_command("sync_workflows", path, verbosity=0)
+operators = Group.objects.get(name="operators")
+load = User.objects.create_user("load", is_staff=True)
+load.groups.add(operators)
+approver = User.objects.create_user("approver", is_staff=True)
+approver.groups.add(operators)
+print(json.dumps({
+    "load": ApiToken.issue(load, name="tests", scopes=("trigger", "read"))[1],
+    "approver": ApiToken.issue(approver, name="tests", scopes=("read", "approve"))[1],
+}))
+"""
+
+
+def setup_database(cluster: PgCluster, *definitions: Path) -> dict[str, str]:
+    """Migrates the cluster's database, syncs ``definitions`` (files or directories) and creates two users with
+    API tokens: ``load`` (who triggers) and ``approver`` (an operator); returns their tokens by name."""
+    result = subprocess.run(
+        [sys.executable, "-c", SETUP],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            **BASE_ENV,
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "DATABASE_URL": cluster.url,
+            "DEFINITIONS": os.pathsep.join(str(d) for d in definitions),
+        },
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    tokens: dict[str, str] = json.loads(result.stdout.strip().splitlines()[-1])
+    return tokens
+
+
+PRODUCTION_WEB = {
+    "DEBUG": "false",
+    "SECRET_KEY": "outage-test-secret-key-outage-test-secret-key-0123456789",
+    "WEBHOOK_TOKEN": "outage-test-webhook-token",
+    "ALLOWED_HOSTS": "127.0.0.1",
+    "LOG_LEVEL": "warning",
+    "LOG_FORMAT": "text",
+}
+
+
+def start_web(processes: Processes, cluster: PgCluster, tmp_path: Path) -> str:
+    """gunicorn with production settings and its defaults (2 processes x 4 threads); returns its base URL."""
+    port = free_port()
+    processes.start(
+        [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi:application"],
+        "web",
+        DATABASE_URL=cluster.url,
+        GUNICORN_BIND=f"127.0.0.1:{port}",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prom"),
+        OTEL_SDK_DISABLED="true",
+        **PRODUCTION_WEB,
+    )
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: http("GET", base + "/healthz", timeout=2)[0] == 200, 90, "gunicorn to answer")
+    return base
+
+
+def http(
+    method: str,
+    url: str,
+    token: str = "",
+    body: Any = None,
+    timeout: float = 15,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, str]:
+    """(status, body) of one request; status 0 when no answer came (refused, reset, timed out)."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - http://127.0.0.1 only
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - our own local server
+            return response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+    except (urllib.error.URLError, OSError) as exc:
+        return 0, f"{type(exc).__name__}: {exc}"

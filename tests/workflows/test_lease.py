@@ -92,13 +92,16 @@ def test_a_step_longer_than_its_lease_is_not_reaped_while_its_worker_renews(tmp_
 def test_without_renewals_the_same_step_is_reaped(
     tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The counter-test: the scenario above does reap a step whose worker stops renewing its lease."""
+    """The counter-test: the scenario above does reap a step whose worker stops renewing its lease (with no
+    infrastructure retries left, so that the one lost attempt ends the run)."""
     settings.RUNNER_LEASE_SECONDS = LEASE_SECONDS
+    settings.RUNNER_INFRASTRUCTURE_RETRIES = 0
     monkeypatch.setattr(runner, "_renew_lease", lambda step, attempt, worker: True)
     run, watch = run_beside_the_reaper(tmp_path, "lease-lapsed")
 
     assert sum(watch.reaped) == 1
     assert run.status == RunStatus.FAILED and "WorkerLost" in run.error
+    assert "cut short by infrastructure" in run.error
     assert list(run.attempts.values_list("attempt", "status", "error_type")) == [
         (1, AgentRun.Status.LOST, "WorkerLost")
     ]

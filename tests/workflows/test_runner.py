@@ -5,11 +5,13 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.db import connections
+from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from agents.models import Agent, AgentRun
@@ -205,8 +207,8 @@ def test_a_duplicate_delivery_does_not_run_a_step_twice(tmp_path: Path) -> None:
 
 
 @pytest.mark.django_db
-def test_the_reaper_recovers_a_step_whose_worker_died(tmp_path: Path) -> None:
-    wf = define(tmp_path, "reap", [{"key": "e", "agent": "t-echo", "retry": {"max_attempts": 2}}], AGENTS)
+def test_the_reaper_recovers_a_step_whose_worker_died_without_using_its_only_attempt(tmp_path: Path) -> None:
+    wf = define(tmp_path, "reap", [{"key": "e", "agent": "t-echo"}], AGENTS)  # max_attempts: 1, the default
     run, _ = trigger_workflow(wf, context={})
     step = run.steps.get()
     assert runner.claim(step.id, "gone-host:1")
@@ -214,6 +216,7 @@ def test_the_reaper_recovers_a_step_whose_worker_died(tmp_path: Path) -> None:
     assert runner.reap_expired_leases() == 1
     step.refresh_from_db()
     assert step.status == StepStatus.READY
+    assert (step.attempts, step.attempt_offset, step.infrastructure_attempts) == (1, 1, 1)
     run = finish(run)
     assert run.status == RunStatus.SUCCESS
     lost, ok = run.attempts.order_by("attempt")
@@ -222,15 +225,31 @@ def test_the_reaper_recovers_a_step_whose_worker_died(tmp_path: Path) -> None:
 
 
 @pytest.mark.django_db
-def test_the_reaper_fails_the_run_when_no_attempts_remain(tmp_path: Path) -> None:
-    wf = define(tmp_path, "reap1", [{"key": "e", "agent": "t-echo"}], AGENTS)
+def test_a_step_lost_more_often_than_the_infrastructure_budget_allows_fails_saying_so(
+    tmp_path: Path, settings: Any
+) -> None:
+    settings.RUNNER_INFRASTRUCTURE_RETRIES = 2
+    wf = define(tmp_path, "reap1", [{"key": "e", "agent": "t-echo", "retry": {"max_attempts": 5}}], AGENTS)
     run, _ = trigger_workflow(wf, context={})
     step = run.steps.get()
-    assert runner.claim(step.id, "gone-host:2")
-    RunStep.objects.filter(id=step.id).update(lease_expires_at=step.ready_at)
-    runner.reap_expired_leases()
+    delays = []
+    for n in range(3):
+        later = timezone.now() + timedelta(minutes=5)  # past any backoff
+        assert runner.claim(step.id, f"gone-host:{n}", now=later)
+        RunStep.objects.filter(id=step.id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+        assert runner.reap_expired_leases() == 1
+        step.refresh_from_db()
+        lost = run.attempts.get(attempt=n + 1)
+        if step.run_after is not None and lost.finished_at is not None:
+            delays.append((step.run_after - lost.finished_at).total_seconds())
     run.refresh_from_db()
-    assert run.status == RunStatus.FAILED and "WorkerLost" in run.error
+    assert run.status == RunStatus.FAILED and step.status == StepStatus.FAILED
+    assert "3 of its attempts were cut short by infrastructure faults" in run.error
+    assert "RUNNER_INFRASTRUCTURE_RETRIES=2" in run.error and "WorkerLost" in run.error
+    assert list(run.attempts.order_by("attempt").values_list("status", flat=True)) == ["LOST"] * 3
+    assert (step.attempts, step.attempt_offset, step.infrastructure_attempts) == (3, 3, 3)
+    # The first loss is put back at once, the second after the infrastructure backoff (1 s +- 10 %).
+    assert delays[0] == 0.0 and 0.9 <= delays[1] <= 1.1
 
 
 @pytest.mark.django_db
@@ -393,11 +412,7 @@ def test_a_retry_delivered_before_its_time_is_put_back_for_its_time(tmp_path: Pa
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_task_cut_off_by_a_lost_connection_is_marked_failed_and_its_step_recovered(tmp_path: Path) -> None:
-    from datetime import timedelta
-
-    import psycopg
-    from django.db import connection
+def test_a_connection_killed_before_the_claim_costs_nothing(tmp_path: Path) -> None:
     from django.tasks import TaskResultStatus
 
     from workflows.management.commands.worker import Worker
@@ -407,22 +422,40 @@ def test_a_task_cut_off_by_a_lost_connection_is_marked_failed_and_its_step_recov
     worker = Worker.draining("cut-off-worker")
     task = worker.next_task()
     assert task is not None
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        pid = cursor.fetchone()[0]
-    s = connection.settings_dict
-    admin = f"postgresql://{s['USER'] or 'postgres'}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/postgres"
-    with psycopg.connect(admin, autocommit=True) as other:
-        other.execute("SELECT pg_terminate_backend(%s)", [pid])
-    assert worker.execute(task) is False  # the task could neither claim its step nor record its outcome
-    assert DBTaskResult.objects.get(id=task.id).status == TaskResultStatus.RUNNING
+    terminate_backend(connection_pid())
+    assert worker.execute(task) is True  # claimed, run and recorded on a fresh connection
+    assert DBTaskResult.objects.get(id=task.id).status == TaskResultStatus.SUCCESSFUL
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCESS and list(run.attempts.values_list("status", flat=True)) == ["SUCCESS"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_cut_off_for_longer_than_a_lease_is_marked_failed_and_its_step_queued_again(
+    tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.db.utils import OperationalError
+    from django.tasks import TaskResultStatus
+
+    from workflows.management.commands.worker import Worker
+
+    settings.RUNNER_LEASE_SECONDS = 1.0
+
+    def unreachable(*args: Any) -> bool:
+        raise OperationalError("connection refused")
+
+    wf = define(tmp_path, "cutoff-long", [{"key": "e", "agent": "t-echo"}], AGENTS)
+    run, _ = trigger_workflow(wf, context={})
+    worker = Worker.draining("cut-off-worker")
+    task = worker.next_task()
+    assert task is not None
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "claim", unreachable)
+        assert worker.execute(task) is False  # the claim never got through while a lease would have lasted
     assert run.steps.get().status == StepStatus.READY
-    worker.record_orphaned()
     assert DBTaskResult.objects.get(id=task.id).status == TaskResultStatus.FAILED
-    assert "lost its database connection" in DBTaskResult.objects.get(id=task.id).traceback
-    # The step, which nobody claimed, goes back to the queue once its READY grace has passed.
-    RunStep.objects.filter(run=run).update(ready_at=run.created_at - timedelta(hours=1))
-    assert runner.requeue_stale_ready() == 1
+    worker.recover_orphaned()
+    # The step, which nobody claimed, is queued again at once, without waiting for its READY grace.
+    assert DBTaskResult.objects.filter(status=TaskResultStatus.READY).count() == 1
     assert finish(run).status == RunStatus.SUCCESS
 
 
@@ -480,3 +513,194 @@ def test_a_chain_reads_its_agent_once_a_second_and_sees_changes_after_that(
     clock[0] += 0.6
     assert not enabled()  # a second old: read again
     assert lookup.get("no-such-agent") is None
+
+
+# --- Database faults under a working worker: real backends terminated by the server -----------------------
+
+
+def connection_pid() -> int:
+    """The server process behind this thread's database connection."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return int(cursor.fetchone()[0])
+
+
+def terminate_backend(pid: int) -> None:
+    """Has PostgreSQL end one backend, as a restart or an operator's pg_terminate_backend would."""
+    import psycopg
+    from django.db import connection
+
+    s = connection.settings_dict
+    admin = f"postgresql://{s['USER'] or 'postgres'}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/postgres"
+    with psycopg.connect(admin, autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+
+def terminate_other_backends() -> int:
+    """Ends every connection to the test database but this thread's own: the worker threads' among them."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        )
+        return len(cursor.fetchall())
+
+
+def work_in_thread(run: WorkflowRun, timeout: float = 20) -> threading.Thread:
+    def worker() -> None:
+        try:
+            work(lambda: WorkflowRun.objects.get(id=run.id).status in ("SUCCESS", "FAILED"), timeout=timeout)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=worker, name=f"worker-{run.id}")
+    thread.start()
+    return thread
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lease_renewal_cut_off_by_a_killed_connection_keeps_the_attempt(tmp_path: Path, settings: Any) -> None:
+    settings.RUNNER_LEASE_SECONDS = 1.5  # renewals every 0.5 s
+    wf = define(tmp_path, "renew-cut", [{"key": "s", "agent": "t-sleep", "inputs": {"seconds": 2.5}}], AGENTS)
+    run, _ = trigger_workflow(wf, context={})
+    thread = work_in_thread(run)
+    deadline = time.monotonic() + 10
+    while not RunStep.objects.filter(run=run, status=StepStatus.RUNNING).exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    killed = 0
+    for _ in range(3):  # across several renewals: the worker thread's connection, again and again
+        time.sleep(0.5)
+        killed += terminate_other_backends()
+    thread.join(30)
+    assert not thread.is_alive() and killed >= 2
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCESS
+    assert list(run.attempts.values_list("attempt", "status")) == [(1, "SUCCESS")]
+    assert run.attempts.get().output == {"slept": 2.5}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_finished_attempt_is_recorded_on_a_fresh_connection_when_the_first_dies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = runner._record_outcome
+    cut: list[int] = []
+
+    def cut_off_once(*args: Any) -> Any:
+        if not cut:
+            cut.append(connection_pid())
+            terminate_backend(cut[0])  # the server ends the connection just before the outcome is written
+        return real(*args)
+
+    monkeypatch.setattr(runner, "_record_outcome", cut_off_once)
+    wf = define(tmp_path, "record-cut", [{"key": "e", "agent": "t-echo", "inputs": {"x": 1}}], AGENTS)
+    run, _ = trigger_workflow(wf, context={})
+    run = finish(run)
+    assert cut and run.status == RunStatus.SUCCESS
+    assert list(run.attempts.values_list("attempt", "status")) == [(1, "SUCCESS")]
+    assert run.steps.get().output == {"x": 1}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_commit_whose_answer_was_lost_is_not_written_twice_and_the_chain_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.db.utils import OperationalError
+
+    real = runner._record_outcome
+    lost: list[str] = []
+
+    def commit_then_lose_the_answer(run: WorkflowRun, step: RunStep, *args: Any) -> Any:
+        result = real(run, step, *args)
+        if step.key == "a" and not lost:
+            lost.append(step.key)
+            terminate_backend(connection_pid())
+            raise OperationalError("server closed the connection unexpectedly")
+        return result
+
+    monkeypatch.setattr(runner, "_record_outcome", commit_then_lose_the_answer)
+    nodes: list[dict[str, Any]] = [
+        {"key": "a", "agent": "t-echo"},
+        {"key": "b", "agent": "t-echo", "depends_on": ["a"]},
+        {"key": "c", "agent": "t-echo", "depends_on": ["b"]},
+    ]
+    run, _ = trigger_workflow(define(tmp_path, "commit-lost", nodes, AGENTS), context={})
+    run = finish(run, timeout=10)  # far less than a lease: the inline claim of b was picked up, not reaped
+    assert lost == ["a"] and run.status == RunStatus.SUCCESS
+    assert attempts(run) == [("a", 1, "SUCCESS"), ("b", 1, "SUCCESS"), ("c", 1, "SUCCESS")]
+    assert DBTaskResult.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_attempt_cut_off_by_a_lost_connection_is_handed_back_once_the_database_answers(tmp_path: Path) -> None:
+    from django.tasks import TaskResultStatus
+
+    from workflows.management.commands.worker import Worker
+
+    wf = define(tmp_path, "prep-cut", [{"key": "e", "agent": "t-echo"}], AGENTS)
+    run, _ = trigger_workflow(wf, context={})
+    worker = Worker.draining(runner.worker_id())
+    task = worker.next_task()
+    assert task is not None
+    step = run.steps.get()
+    assert runner.claim(step.id, runner.worker_id())  # claimed under this worker's lease, then cut off
+    terminate_backend(connection_pid())
+    with pytest.raises(runner.CONNECTION_ERRORS):
+        RunStep.objects.filter(id=step.id).update(error="")
+    runner.drop_connection()
+    worker.orphaned[task.id] = "OperationalError: server closed the connection unexpectedly"
+    worker.recover_orphaned()
+    step.refresh_from_db()
+    assert step.status == StepStatus.READY and step.infrastructure_attempts == 1
+    assert run.attempts.get().status == "LOST" and run.attempts.get().error_type == "ConnectionLost"
+    assert DBTaskResult.objects.get(id=task.id).status == TaskResultStatus.FAILED
+    assert finish(run).status == RunStatus.SUCCESS  # long before the 30 s lease would have run out
+
+
+@pytest.mark.django_db
+def test_the_reaper_closes_the_queue_row_its_dead_worker_left_running(tmp_path: Path) -> None:
+    from django.tasks import TaskResultStatus
+
+    from workflows.management.commands.worker import Worker
+
+    wf = define(tmp_path, "rows", [{"key": "e", "agent": "t-echo"}], AGENTS)
+    run, _ = trigger_workflow(wf, context={})
+    other, _ = trigger_workflow(wf, context={})
+    dead = Worker.draining("dead-worker:7")
+    task = dead.next_task()
+    assert task is not None and task.worker_ids == ["dead-worker:7"]
+    alive = Worker.draining("live-worker:8").next_task()  # a live worker's task, running meanwhile
+    assert alive is not None
+    step = RunStep.objects.get(id=task.args_kwargs["args"][0])
+    assert runner.claim(step.id, "dead-worker:7")
+    RunStep.objects.filter(id=step.id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert runner.reap_expired_leases() == 1
+    row = DBTaskResult.objects.get(id=task.id)
+    assert row.status == TaskResultStatus.FAILED and row.finished_at is not None
+    assert row.exception_class_path == "workflows.runner.WorkerLost"
+    assert "dead-worker:7 stopped renewing its lease" in row.traceback
+    assert DBTaskResult.objects.get(id=alive.id).status == TaskResultStatus.RUNNING
+    assert {run.id, other.id} >= {step.run_id}
+
+
+@pytest.mark.django_db
+def test_one_failing_maintenance_job_does_not_skip_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken() -> int:
+        raise RuntimeError("reaper bug")
+
+    monkeypatch.setattr(runner, "reap_expired_leases", broken)
+    wf = define(tmp_path, "maint", [{"key": "e", "agent": "t-echo"}], AGENTS)
+    run, _ = trigger_workflow(wf, context={})
+    DBTaskResult.objects.all().delete()  # the queue lost the message ...
+    RunStep.objects.filter(run=run).update(ready_at=run.created_at.replace(year=2000))  # ... long ago
+    done = runner.maintenance()
+    assert "reaped" not in done and done["requeued"] == 1 and "expired_approvals" in done
+    assert "pruned_task_results" in done
+    assert "maintenance job reaped failed; the others go on" in caplog.text

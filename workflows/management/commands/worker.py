@@ -6,6 +6,10 @@ step starts within milliseconds of being queued; the poll interval only bounds h
 (retry) task may start. SIGTERM or SIGINT stops taking work; a running step gets
 WORKER_SHUTDOWN_GRACE_SECONDS to finish and is then released for another worker. A second signal exits
 at once (the step's lease then expires and the reaper recovers it).
+
+A database that goes away (restart, outage, killed connection) does not stop a worker: the task loop, the
+maintenance thread and the LISTEN connection each reconnect by themselves, and a task cut off by a lost
+connection is cleaned up once the database answers again (``Worker.recover_orphaned``).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import psycopg
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import close_old_connections, connection
-from django.db.utils import DatabaseError, InterfaceError, OperationalError
+from django.db.utils import DatabaseError, OperationalError
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, TaskResultStatus, task_backends
 from django.utils import timezone
 from django_tasks_db.backend import DatabaseBackend
@@ -33,9 +37,12 @@ from django_tasks_db.utils import exclusive_transaction
 
 from observability import otel as telemetry
 from workflows import heartbeat, runner
+from workflows.models import RunStep, StepStatus
 from workflows.wakeup import NOTIFY_CHANNEL
 
 logger = logging.getLogger("workflows.worker")
+
+CONNECTION_ERROR_PATHS = frozenset(f"{error.__module__}.{error.__qualname__}" for error in runner.CONNECTION_ERRORS)
 
 
 class Wakeup:
@@ -118,8 +125,10 @@ class Worker(DbWorker):
                 done = runner.maintenance()
                 if any(done.values()):
                     logger.info("maintenance %s", done, extra={"event": "maintenance", **done})
-            except Exception:
+            except Exception as exc:
                 logger.exception("maintenance pass failed; trying again in %ss", settings.RUNNER_REAPER_INTERVAL)
+                if isinstance(exc, runner.CONNECTION_ERRORS):
+                    runner.drop_connection()
 
     def next_task(self) -> DBTaskResult | None:
         tasks = DBTaskResult.objects.ready().filter(backend_name=self.backend_name)
@@ -135,30 +144,43 @@ class Worker(DbWorker):
         """Runs one task; False when the database connection died under it."""
         try:
             self.run_task(task_result)
-        except (OperationalError, InterfaceError) as exc:
+        except runner.CONNECTION_ERRORS as exc:
             # The connection died under the task (server restart, pg_terminate_backend) and django_tasks_db
-            # could not record the outcome either. Our tables stay the truth: the step's lease expires or its
-            # READY grace passes, and maintenance re-queues it. The task row is marked once we reconnect.
+            # could not record the outcome either. Our tables stay the truth; once the database answers again,
+            # recover_orphaned() marks the task row and puts back what the task left behind.
             logger.warning("database connection lost while running a task (%s); reconnecting", exc)
             self.orphaned[task_result.id] = f"{type(exc).__name__}: {exc}"
             connection.close()
             return False
+        failed_on = task_result.exception_class_path if task_result.status == TaskResultStatus.FAILED else ""
+        if failed_on in CONNECTION_ERROR_PATHS:
+            # The task gave up on an unreachable database, but its failure could be recorded: what it left
+            # behind is put back as for a task cut off.
+            self.orphaned[task_result.id] = failed_on
+            return False
         return True
 
-    def record_orphaned(self) -> None:
-        """Marks the tasks cut off by a lost connection as failed, once the database answers again.
+    def recover_orphaned(self) -> None:
+        """Cleans up after the tasks cut off by a lost connection, once the database answers again.
 
-        Their steps are already looked after (a lease that expires, or the stale-READY sweep); this keeps the
-        queue table from showing them as running forever.
+        Their queue rows are marked failed, so the queue does not show them running forever. What they left
+        behind goes back at once instead of waiting for a timer: a step this worker still holds (its attempt
+        was cut off) is closed as LOST and put back (runner.release_abandoned), and a step the task never got
+        to claim, still READY, is queued again.
         """
         now = timezone.now()
+        runner.release_abandoned(runner.worker_id())
         for task_id, error in list(self.orphaned.items()):
+            args = DBTaskResult.objects.filter(id=task_id).values_list("args_kwargs", flat=True).first()
             DBTaskResult.objects.filter(id=task_id, status=TaskResultStatus.RUNNING).update(
                 status=TaskResultStatus.FAILED,
                 finished_at=now,
                 exception_class_path=f"{OperationalError.__module__}.{OperationalError.__qualname__}",
                 traceback=f"the worker lost its database connection while running this task: {error}",
             )
+            step_id = (args or {}).get("args", [None])[0]
+            if step_id is not None and RunStep.objects.filter(id=step_id, status=StepStatus.READY).exists():
+                runner.enqueue_step(step_id)
             del self.orphaned[task_id]
 
     def run(self) -> None:
@@ -167,12 +189,12 @@ class Worker(DbWorker):
         thread.start()
         try:
             while self.running:
-                close_old_connections()
                 try:
+                    close_old_connections()
                     if self.orphaned:
-                        self.record_orphaned()
+                        self.recover_orphaned()
                     task_result = self.next_task()
-                except (OperationalError, InterfaceError) as exc:
+                except runner.CONNECTION_ERRORS as exc:
                     logger.warning("database unavailable (%s); retrying in 1s", exc)
                     connection.close()
                     time.sleep(1.0)
@@ -216,6 +238,9 @@ class Command(BaseCommand):
             telemetry.shutdown()
 
     def _work(self, options: dict[str, Any]) -> None:
+        if options["worker_id"]:
+            # One name in leases, attempt rows and queue rows, so the reaper can close a dead worker's queue rows.
+            runner.set_worker_id(options["worker_id"][:64])
         backend = task_backends[DEFAULT_TASK_BACKEND_ALIAS]
         if not isinstance(backend, DatabaseBackend):
             self._run_rq(options["queue_name"].split(","))
@@ -227,7 +252,7 @@ class Command(BaseCommand):
             backend_name=DEFAULT_TASK_BACKEND_ALIAS,
             startup_delay=False,
             max_tasks=options["max_tasks"],
-            worker_id=(options["worker_id"] or runner.worker_id())[:64],
+            worker_id=runner.worker_id(),
             excluded_queue_names=[],
         )
         worker.configure_signals()
