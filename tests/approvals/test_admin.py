@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
+
 import pytest
 from django.contrib.messages import get_messages
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
+from approvals import services
 from approvals.models import ApprovalRequest
 from tests.approvals.conftest import at_gate, node, start
 from tests.conftest import finish
@@ -146,7 +151,10 @@ def test_a_viewer_sees_the_request_without_buttons_and_a_forged_post_is_refused(
     response = client.post(decide_url(req), {"decision": "approve", "comment": "sneaky"}, follow=True)
     assert response.status_code == 200
     assert any("victor lacks the permission" in m for m in messages_of(response))
-    bulk = client.post(reverse("admin:approvals_pendingapproval_bulk_approve"), {"ids": [req.pk]}, follow=True)
+    bulk_url = reverse("admin:approvals_pendingapproval_bulk_approve")
+    asked = " ".join(client.post(bulk_url, {"ids": [req.pk]}).content.decode().split())
+    assert "<h1>Nothing to approve</h1>" in asked and "victor lacks the permission" in asked
+    bulk = client.post(bulk_url, {"ids": [req.pk], "confirm": "yes"}, follow=True)
     assert any("victor lacks the permission" in m for m in messages_of(bulk))
     req.refresh_from_db()
     assert req.status == ApprovalRequest.Status.PENDING and not req.decisions.exists()
@@ -176,11 +184,16 @@ def test_bulk_approve_from_the_queue(make_workflow, operator):
     workflow = make_workflow("admin-bulk", node("gate", required=True))
     runs = [start(workflow) for _ in range(3)]
     reqs = [at_gate(run) for run in runs]
-    response = logged_in(operator).post(
-        reverse("admin:approvals_pendingapproval_bulk_approve"),
-        {"ids": [reqs[0].pk, reqs[1].pk], "comment": "batch"},
-        follow=True,
-    )
+    client = logged_in(operator)
+    url = reverse("admin:approvals_pendingapproval_bulk_approve")
+    asked = client.post(url, {"ids": [reqs[0].pk, reqs[1].pk], "comment": "batch"})
+    text = " ".join(asked.content.decode().split())
+    assert asked.status_code == 200 and "<h1>Approve 2 requests?</h1>" in text
+    assert "Your approval will be recorded on 2 requests with the comment “batch”. 2 runs will resume" in text
+    assert text.count("the step is released and the run resumes") == 2
+    assert ">Yes, approve 2 requests</button>" in text
+    assert [ApprovalRequest.objects.get(pk=r.pk).status for r in reqs] == ["PENDING"] * 3  # asking did nothing
+    response = client.post(url, {"ids": [reqs[0].pk, reqs[1].pk], "comment": "batch", "confirm": "yes"}, follow=True)
     assert "Recorded 2 approvals." in messages_of(response)
     statuses = [ApprovalRequest.objects.get(pk=r.pk).status for r in reqs]
     assert statuses == ["APPROVED", "APPROVED", "PENDING"]
@@ -192,9 +205,18 @@ def test_bulk_approve_action_goes_through_decide(make_workflow, operator):
     workflow = make_workflow("admin-action", node("gate", required=True))
     mine = at_gate(start(workflow, user=operator))
     other = at_gate(start(workflow))
-    response = logged_in(operator).post(
-        reverse("admin:approvals_approvalrequest_changelist"),
-        {"action": "approve_selected", "_selected_action": [mine.pk, other.pk]},
+    client = logged_in(operator)
+    changelist = reverse("admin:approvals_approvalrequest_changelist")
+    asked = " ".join(
+        client.post(changelist, {"action": "approve_selected", "_selected_action": [mine.pk, other.pk]})
+        .content.decode()
+        .split()
+    )
+    assert "<h1>Approve 1 request?</h1>" in asked
+    assert "1 selected request is left alone" in asked and "olivia triggered this run and may not approve it" in asked
+    response = client.post(
+        changelist,
+        {"action": "approve_selected", "post": "yes", "_selected_action": [mine.pk, other.pk]},
         follow=True,
     )
     found = messages_of(response)
@@ -224,3 +246,41 @@ def test_a_decided_request_is_read_only_with_its_audit_trail(make_workflow, oper
     assert 'value="approve"' not in html
     assert 'name="_save"' not in html  # no edit form
     assert client.post(reverse("admin:approvals_approvalrequest_change", args=[req.pk]), {}).status_code == 403
+
+
+def test_waits_are_in_seconds_under_a_minute(synced, operator):
+    req = at_gate(start("scan-approve-notify"))
+    ApprovalRequest.objects.filter(pk=req.pk).update(requested_at=timezone.now() - timedelta(seconds=42))
+    client = logged_in(operator)
+    queue = client.get(QUEUE).content.decode()
+    assert re.search(r'<dd class="waiting" title="[^"]+">4[23] s \(since', queue)
+    listed = client.get(reverse("admin:approvals_approvalrequest_changelist")).content.decode()
+    assert re.search(r'<td class="field-waiting">4[23] s</td>', listed)
+    assert "minutes" not in queue and "0\xa0minutes" not in listed
+
+
+def test_the_decision_buttons_name_the_request_they_decide(synced, operator):
+    run = start("scan-approve-notify")
+    at_gate(run)
+    html = logged_in(operator).get(QUEUE).content.decode()
+    subject = f"step &#x27;Send the scan report&#x27; of run {str(run.pk)[:8]} (Scan, approve and notify)"
+    assert f'class="approve-button" aria-label="Approve {subject}">Approve</button>' in html
+    assert f'class="danger reject-button" aria-label="Reject {subject}">Reject</button>' in html
+    assert f'aria-label="Select the approval of {subject}"' in html
+    assert f"scan-approve-notify run {str(run.pk)[:8]}</a>" in html  # the run as it is named everywhere
+
+
+def test_the_transition_back_to_running_names_the_approver_or_the_timeout(make_workflow, operator):
+    decided = start(make_workflow("admin-resume", node("gate", required=True)))
+    req = at_gate(decided)
+    logged_in(operator).post(decide_url(req), {"decision": "approve"})
+    resumed = decided.transitions.get(from_status=RunStatus.WAITING_APPROVAL, to_status=RunStatus.RUNNING)
+    assert (resumed.actor, resumed.reason) == ("olivia", "step 'gate' approved by olivia")
+
+    timed = start(make_workflow("admin-timeout", node("gate", required=True, timeout_action="approve")))
+    req = at_gate(timed)
+    ApprovalRequest.objects.filter(pk=req.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert services.expire_requests() == 1
+    resumed = timed.transitions.get(from_status=RunStatus.WAITING_APPROVAL, to_status=RunStatus.RUNNING)
+    assert (resumed.actor, resumed.reason) == ("timeout", "approval timed out: 'gate' approved by the timeout action")
+    assert finish(timed).status == RunStatus.SUCCESS

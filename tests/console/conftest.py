@@ -13,6 +13,7 @@ from django.test import Client
 from django.utils import timezone
 
 from agents.models import AgentRun
+from tests.approvals.conftest import make_workflow, second_operator  # noqa: F401 - gated workflows, a second operator
 from workflows.models import RunStatus, RunStep, RunTransition, StepStatus, Workflow, WorkflowRun
 
 
