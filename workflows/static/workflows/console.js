@@ -81,6 +81,12 @@
         continue;
       }
       replaceKeepingState(current, document.importNode(fresh, true));
+      // Say a change of status to screen readers once, from a live region that is never replaced itself.
+      const said = fresh.dataset.liveAnnounce;
+      const announcer = document.getElementById("live-announce");
+      if (said && announcer && current.dataset.liveAnnounce !== said) {
+        announcer.textContent = said;
+      }
     }
   }
 
