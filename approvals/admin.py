@@ -186,6 +186,10 @@ class ApprovalRequestAdmin(ReadOnlyApprovalAdmin):
     date_hierarchy = "requested_at"
     inlines = [ApprovalDecisionInline]
     actions = ["approve_selected"]
+
+    class Media:
+        css = {"all": ["workflows/console.css"]}  # the status badges
+
     fields = [
         "run",
         "node_key",

@@ -1,8 +1,7 @@
 """The operator console for workflows and runs.
 
-- Run history: a changelist that costs the same handful of queries whatever the page shows (step progress,
-  the first claim and the error excerpt are correlated subqueries, not a query per row) and that the
-  indexes on WorkflowRun serve.
+- Run history: a changelist that costs the same handful of queries whatever the page shows (the step counts of
+  a page are one grouped query, not a query per row) and that the indexes on WorkflowRun serve.
 - Run page: a read-only page with the summary, the DAG (``workflows.dag``), the timeline
   (``workflows.timeline``), attempts by retry round with their input and output, approvals, transitions and
   links into Grafana (``observability.links``).
@@ -33,18 +32,14 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import (
     Count,
     ForeignKey,
-    IntegerField,
     ManyToManyField,
     Min,
-    OuterRef,
     Prefetch,
     Q,
     QuerySet,
-    Subquery,
     TextField,
-    Value,
 )
-from django.db.models.functions import Cast, Coalesce, Substr
+from django.db.models.functions import Cast, Substr
 from django.forms.models import BaseInlineFormSet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -297,15 +292,28 @@ def is_live(request: HttpRequest) -> bool:
     return request.headers.get(LIVE_HEADER) == "1"
 
 
-def _step_count(**filters: Any) -> Coalesce:
-    counted = (
-        RunStep.objects.filter(run=OuterRef("pk"), **filters)
+def with_step_counts(runs: list[WorkflowRun]) -> None:
+    """Sets ``steps_total``, ``steps_done``, ``steps_failed`` and ``first_claim_at`` on the runs of a page, in one
+    query over their steps. (As correlated subqueries of the page's query they would be computed for every
+    row an OFFSET skips too: 5,000 rows for page 100.)"""
+    counts: dict[Any, dict[str, Any]] = {
+        row["run_id"]: dict(row)
+        for row in RunStep.objects.filter(run_id__in=[run.pk for run in runs])
+        .values("run_id")
+        .annotate(
+            total=Count("pk"),
+            done=Count("pk", filter=Q(status=StepStatus.SUCCESS)),
+            failed=Count("pk", filter=Q(status=StepStatus.FAILED)),
+            first=Min("started_at"),
+        )
         .order_by()
-        .values("run")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
-    return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
+    }
+    for run in runs:
+        row = counts.get(run.pk, {})
+        run.steps_total = row.get("total", 0)  # type: ignore[attr-defined]
+        run.steps_done = row.get("done", 0)  # type: ignore[attr-defined]
+        run.steps_failed = row.get("failed", 0)  # type: ignore[attr-defined]
+        run.first_claim_at = row.get("first")  # type: ignore[attr-defined]
 
 
 def _hex_range(prefix: str, length: int) -> tuple[str, str]:
@@ -314,11 +322,12 @@ def _hex_range(prefix: str, length: int) -> tuple[str, str]:
 
 
 class RunSearchMixin:
-    """Search by run id or trace id (whole, or their first 8+ hex digits, as the list shows them), or any text
-    in the context.
+    """Search by run id or trace id (whole, or their first 8+ hex digits, as the list shows them), or else any
+    text in the context.
 
-    Prefixes are searched as ranges (``id BETWEEN ...``), which the primary key and the trace id index serve
-    whatever the database's collation: every id is lowercase hex of one length, so its prefix range is exact.
+    Ids are found through indexes: prefixes as ranges (``id BETWEEN ...``), which the primary key and the trace id
+    index serve whatever the database's collation, since every id is lowercase hex of one length. A term that
+    finds runs that way is an id; only a term that finds none is looked for in the contexts, which takes a scan.
     """
 
     def get_search_results(
@@ -327,19 +336,18 @@ class RunSearchMixin:
         term = search_term.strip().rstrip("…")
         if not term:
             return queryset, False
-        condition = Q(trace_id=term.lower())
         with contextlib.suppress(ValueError):
-            condition |= Q(id=uuid.UUID(term))
-            # A whole run or trace id: both lookups use an index; the context scan is not needed.
-            return queryset.filter(condition), False
+            # A whole run or trace id.
+            return queryset.filter(Q(trace_id=term.lower()) | Q(id=uuid.UUID(term))), False
         compact = term.lower().replace("-", "")
         if 8 <= len(compact) < 32 and all(c in "0123456789abcdef" for c in compact):
             low, high = _hex_range(compact, 32)
-            condition |= Q(id__range=(uuid.UUID(low), uuid.UUID(high)))
+            ids = Q(id__range=(uuid.UUID(low), uuid.UUID(high)))
             if "-" not in term:
-                condition |= Q(trace_id__range=(low, high))
-        condition |= Q(context_text__icontains=term)
-        return queryset.alias(context_text=Cast("context", TextField())).filter(condition), False
+                ids |= Q(trace_id__range=(low, high))
+            if queryset.filter(ids).exists():
+                return queryset.filter(ids), False
+        return queryset.alias(context_text=Cast("context", TextField())).filter(context_text__icontains=term), False
 
 
 def labelled_choices(labels: Callable[[str], str]) -> type[admin.ChoicesFieldListFilter]:
@@ -375,7 +383,7 @@ class WorkflowRunAdmin(RunSearchMixin, admin.ModelAdmin):
         "created_at",
     ]
     search_fields = ["trace_id"]  # shows the search box; RunSearchMixin does the searching
-    search_help_text = "Run id or trace id (or their first 8 characters), or text in the context."
+    search_help_text = "Run id or trace id (or their first 8 characters), otherwise text in the context."
     ordering = ["-created_at"]
     list_per_page = 50
     show_full_result_count = False
@@ -398,32 +406,20 @@ class WorkflowRunAdmin(RunSearchMixin, admin.ModelAdmin):
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         response = super().changelist_view(request, {"title": "Run history", **(extra_context or {})})
         if isinstance(response, TemplateResponse) and response.context_data and "cl" in response.context_data:
-            shown = response.context_data["cl"].result_list
+            shown = list(response.context_data["cl"].result_list)  # evaluated here; the template reuses the rows
+            with_step_counts(shown)
             response.context_data["live_open"] = sum(1 for run in shown if run.status not in TERMINAL_RUN_STATUSES)
             if is_live(request):
                 response.template_name = "admin/workflows/workflowrun/change_list_live.html"
         return response
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[WorkflowRun]:
-        first_claim = (
-            RunStep.objects.filter(run=OuterRef("pk"))
-            .order_by()
-            .values("run")
-            .annotate(m=Min("started_at"))
-            .values("m")
-        )
         return (
             super()
             .get_queryset(request)
             .select_related("workflow", "triggered_by")
             .defer("definition", "context", "trace_context", "request_fingerprint", "error")
-            .annotate(
-                steps_total=_step_count(),
-                steps_done=_step_count(status=StepStatus.SUCCESS),
-                steps_failed=_step_count(status=StepStatus.FAILED),
-                first_claim_at=Subquery(first_claim),
-                error_excerpt_text=Substr("error", 1, ERROR_EXCERPT_CHARS),
-            )
+            .annotate(error_excerpt_text=Substr("error", 1, ERROR_EXCERPT_CHARS))
         )
 
     @admin.display(description="Run", ordering="id")

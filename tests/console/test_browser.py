@@ -18,13 +18,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.conf import settings as django_settings
-from playwright.sync_api import Browser, Locator, Page, expect
+from playwright.sync_api import Browser, Locator, Page, ViewportSize, expect
 
 from agents.models import AgentRun
 from tests.browser import overflow
 from tests.browser import sign_in as browser_sign_in
 from tests.conftest import finish
-from workflows.models import RunStatus, RunStep, RunTransition, Workflow, WorkflowRun
+from workflows.models import RunStatus, RunStep, RunTransition, StepStatus, Workflow, WorkflowRun
 from workflows.services import trigger_workflow
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -32,8 +32,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 ARTIFACTS = (
     Path(os.environ.get("ARTIFACTS_DIR") or Path(django_settings.BASE_DIR) / "var" / "test-artifacts") / "console"
 )
-PHONE = {"width": 390, "height": 844}
-LAPTOP = {"width": 1440, "height": 900}
+PHONE: ViewportSize = {"width": 390, "height": 844}
+LAPTOP: ViewportSize = {"width": 1440, "height": 900}
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +41,9 @@ def grafana(settings: Any) -> None:
     settings.GRAFANA_URL = "https://grafana.example.test"
 
 
-def sign_in(browser: Browser, live_server: Any, username: str, password: str, viewport: Any = None) -> Page:
+def sign_in(
+    browser: Browser, live_server: Any, username: str, password: str, viewport: ViewportSize | None = None
+) -> Page:
     return browser_sign_in(browser, live_server, username, password, viewport=viewport or LAPTOP)
 
 
@@ -166,7 +168,7 @@ def test_a_run_page_moves_from_pending_to_success_with_no_reload(
     expect(page.locator('.timeline-bar[data-kind="attempt"]')).to_have_count(len(steps))
     expect(page.locator(".run-attempts tbody tr")).to_have_count(len(steps))
     expect(page.locator("#live-announce")).to_have_text("Run status: Succeeded")
-    screenshot(page, "run-page.png", full_page=True)
+    screenshot(page, "run-page.png")
 
     page.set_viewport_size(PHONE)
     page.reload()
@@ -175,9 +177,9 @@ def test_a_run_page_moves_from_pending_to_success_with_no_reload(
     screenshot(page, "run-page-phone.png")
 
 
-def test_cancel_asks_first_on_the_run_page_and_for_selected_runs(browser, live_server, synced, run_operator):
-    done = finish(run_of("scan-and-notify", target="db-1"))
-    failed = finish(run_of("test-failure"))
+def test_cancel_asks_first_on_the_run_page_and_for_selected_runs(browser, live_server, run_operator, make_run):
+    done = make_run("scan-and-notify", status=RunStatus.SUCCESS, context={"target": "db-1"})
+    failed = make_run(status=RunStatus.FAILED, step_statuses={"doomed": StepStatus.FAILED})
     running = [run_of("chain-40") for _ in range(3)]  # nobody works on them: they stay in flight
     page = sign_in(browser, live_server, "olivia", "operator-pass-1")
 

@@ -118,3 +118,9 @@ def test_the_duration_counts_from_the_first_claim(operator_client, make_run):
     body = operator_client.get(LIST).content.decode()
     expected = (run.finished_at - first.started_at).total_seconds()
     assert f"{expected:.1f} s" in body
+
+
+def test_hex_that_is_no_runs_id_is_looked_for_in_the_contexts(operator_client, make_run):
+    wanted = make_run(context={"commit": "0123456789abcdef"})
+    make_run(context={"commit": "fedcba9876543210"})
+    assert row_ids(operator_client.get(LIST, {"q": "0123456789ab"})) == [str(wanted.pk)]
