@@ -180,6 +180,8 @@ def test_a_run_page_moves_from_pending_to_success_with_no_reload(
 def test_cancel_asks_first_on_the_run_page_and_for_selected_runs(browser, live_server, run_operator, make_run):
     done = make_run("scan-and-notify", status=RunStatus.SUCCESS, context={"target": "db-1"})
     failed = make_run(status=RunStatus.FAILED, step_statuses={"doomed": StepStatus.FAILED})
+    failed.error = "step 'doomed' failed after 3 attempts: AgentError: this step fails on purpose"
+    failed.save(update_fields=["error"])
     running = [run_of("chain-40") for _ in range(3)]  # nobody works on them: they stay in flight
     page = sign_in(browser, live_server, "olivia", "operator-pass-1")
 
