@@ -90,6 +90,8 @@ def test_the_queue_picks_up_a_new_request_on_a_phone_without_disturbing_the_typi
     expect(comment).to_be_focused()
     expect(page.locator(f"#approval-{first.pk} .waiting")).to_have_text(re.compile(r"^\d+ s \(since"))
     assert overflow(page) == 0
+    crumbs = page.locator("nav ol.breadcrumbs")
+    assert crumbs.evaluate("ol => getComputedStyle(ol).backgroundColor") == "rgb(38, 75, 93)"  # Django 6's bar
     bulk = page.get_by_role("button", name="Approve selected…")
     box = bulk.bounding_box()
     assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390

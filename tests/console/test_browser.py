@@ -81,6 +81,10 @@ def left_percent(bar: Locator) -> float:
     return float(found.group(1))
 
 
+def breadcrumbs_bar(page: Page) -> str:
+    return str(page.locator("nav ol.breadcrumbs").evaluate("ol => getComputedStyle(ol).backgroundColor"))
+
+
 def run_page(live_server: Any, run: WorkflowRun) -> str:
     return f"{live_server.url}/admin/workflows/workflowrun/{run.pk}/change/"
 
@@ -174,7 +178,15 @@ def test_a_run_page_moves_from_pending_to_success_with_no_reload(
     page.reload()
     expect(status).to_have_attribute("data-run-status", "SUCCESS")
     assert overflow(page) == 0
+    assert breadcrumbs_bar(page) == "rgb(38, 75, 93)"  # Django 6's --breadcrumbs-bg: styled, not flush-left text
     screenshot(page, "run-page-phone.png")
+    # The trigger form: the same breadcrumbs, step chips without list bullets.
+    page.goto(f"{live_server.url}/admin/workflows/workflow/{run.workflow_id}/trigger/")
+    assert breadcrumbs_bar(page) == "rgb(38, 75, 93)"
+    chips = page.locator(".trigger-steps li")
+    expect(chips).to_have_count(len(steps))
+    assert chips.first.evaluate("li => getComputedStyle(li).listStyleType") == "none"
+    assert overflow(page) == 0
 
 
 def test_cancel_asks_first_on_the_run_page_and_for_selected_runs(browser, live_server, run_operator, make_run):
@@ -194,6 +206,7 @@ def test_cancel_asks_first_on_the_run_page_and_for_selected_runs(browser, live_s
     page.get_by_role("link", name="Cancel run…").click()
     expect(page.locator("h1")).to_have_text("Cancel 1 run?")
     expect(page.locator(".confirm-effects")).to_contain_text("40 open steps will be cancelled")
+    assert breadcrumbs_bar(page) == "rgb(38, 75, 93)"
     page.get_by_role("link", name="No, keep it running").click()
     expect(page.locator("#run-status")).to_have_attribute("data-run-status", "PENDING")
     assert WorkflowRun.objects.get(pk=running[0].pk).status == RunStatus.PENDING

@@ -28,6 +28,7 @@ def test_each_row_shows_status_workflow_trigger_duration_progress_and_trace(oper
     assert "3.0 s" in body
     assert f"{run.trace_id[:8]}…" in body
     assert "https://grafana.example.test/explore?" in body
+    assert f'class="action-select" aria-label="Select test-failure run {str(run.pk)[:8]}">' in body
 
 
 def test_without_grafana_the_trace_column_shows_the_id_without_a_link(operator_client, make_run, settings):
