@@ -222,7 +222,10 @@ def measure(repeat: int) -> None:
         ("run page, live refresh", base + f"{failed.pk}/change/", live),
         ("list, live refresh", base, live),
     ]
-    print(f"runs in the database: {WorkflowRun.objects.count()}; each page {repeat} times after a warm-up")
+    print(
+        f"runs: {WorkflowRun.objects.count()}, steps: {RunStep.objects.count()}, attempts: {AgentRun.objects.count()}; "
+        f"each page {repeat} times after a warm-up; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     print(f"{'page':24} {'queries':>7} {'SQL ms':>7} {'median ms':>9} {'max ms':>7} {'rows':>4}")
     for label, url, headers in pages:
         client.get(url, headers=headers)

@@ -6,6 +6,7 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
@@ -125,3 +126,15 @@ def test_hex_that_is_no_runs_id_is_looked_for_in_the_contexts(operator_client, m
     wanted = make_run(context={"commit": "0123456789abcdef"})
     make_run(context={"commit": "fedcba9876543210"})
     assert row_ids(operator_client.get(LIST, {"q": "0123456789ab"})) == [str(wanted.pk)]
+
+
+def test_the_context_search_can_use_the_trigram_index(operator_client, make_run):
+    """The expression the search filters on is the one workflows/migrations/0004 indexes: with 100,000 runs the
+    planner takes the index instead of scanning every context (here the planner is told not to scan)."""
+    make_run(context={"target": "db-primary-7"})
+    response = operator_client.get(LIST, {"q": "primary-7"})
+    queryset = response.context["cl"].queryset
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        plan = queryset.explain()
+    assert "run_context_search_idx" in plan
