@@ -327,7 +327,8 @@ class RunSearchMixin:
 
     Ids are found through indexes: prefixes as ranges (``id BETWEEN ...``), which the primary key and the trace id
     index serve whatever the database's collation, since every id is lowercase hex of one length. A term that
-    finds runs that way is an id; only a term that finds none is looked for in the contexts, which takes a scan.
+    finds runs that way is an id; only a term that finds none is looked for in the contexts, through the trigram
+    index of ``UPPER(context::text)`` (workflows/migrations/0004) where PostgreSQL has one.
     """
 
     def get_search_results(
