@@ -203,6 +203,10 @@ def test_cancel_asks_first_on_the_run_page_and_for_selected_runs(browser, live_s
     expect(page.locator(".messagelist")).to_contain_text(f"Started run {rerun.pk}, a re-run of {done.pk}.")
 
     page.goto(run_page(live_server, running[0]))
+    # While the run is open the page refreshes itself: its queue time and timeline grow, the buttons stay put.
+    page.evaluate("window.kept = [document.querySelector('.run-actions'), document.getElementById('run-timeline')]")
+    page.wait_for_function("!document.contains(window.kept[1])", timeout=10_000)
+    assert page.evaluate("document.contains(window.kept[0])") is True
     page.get_by_role("link", name="Cancel run…").click()
     expect(page.locator("h1")).to_have_text("Cancel 1 run?")
     expect(page.locator(".confirm-effects")).to_contain_text("40 open steps will be cancelled")

@@ -36,7 +36,8 @@ def test_a_live_refresh_of_the_run_page_answers_its_regions_and_whether_it_is_st
     assert body.startswith('<div data-live-state="open">')
     regions = re.findall(r'id="([\w-]+)" data-live-region', body)
     assert regions == [
-        "run-hero",
+        "run-facts",
+        "run-toolbar",
         "run-error",
         "run-dag",
         "run-timeline",

@@ -59,8 +59,9 @@
     }
   }
 
-  function sameMarkup(a, b) {
-    return a.outerHTML === b.outerHTML;
+  function signature(element) {
+    // The CSRF token of a form is masked afresh in every response: it does not make a region different.
+    return element.outerHTML.replace(/name="csrfmiddlewaretoken" value="[^"]*"/g, 'name="csrfmiddlewaretoken"');
   }
 
   // --- The run page: regions replaced whole when they changed. ---------------------------------------------
@@ -73,11 +74,12 @@
         continue;
       }
       const before = served.get(fresh.id);
-      if (before !== undefined && before === fresh.outerHTML) {
+      const now = signature(fresh);
+      if (before !== undefined && before === now) {
         continue; // unchanged since last time: keep the operator's open details and focus as they are
       }
-      served.set(fresh.id, fresh.outerHTML);
-      if (before === undefined && sameMarkup(current, fresh)) {
+      served.set(fresh.id, now);
+      if (before === undefined && signature(current) === now) {
         continue;
       }
       replaceKeepingState(current, document.importNode(fresh, true));
