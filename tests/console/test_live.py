@@ -37,7 +37,7 @@ def test_a_live_refresh_of_the_run_page_answers_its_regions_and_whether_it_is_st
     regions = re.findall(r'id="([\w-]+)" data-live-region', body)
     assert regions == [
         "run-facts",
-        "run-toolbar",
+        "run-actions",
         "run-error",
         "run-dag",
         "run-timeline",
