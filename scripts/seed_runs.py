@@ -242,10 +242,7 @@ def measure(repeat: int) -> None:
             response = client.get(url, headers=headers)
             times.append((time.perf_counter() - begun) * 1000)
         rows = response.content.decode().count('class="action-select"') or ""
-        print(
-            f"{label:24} {count:7} {sql:7.1f} "
-            f"{statistics.median(times):9.1f} {max(times):7.1f} {rows:>4}"
-        )
+        print(f"{label:24} {count:7} {sql:7.1f} {statistics.median(times):9.1f} {max(times):7.1f} {rows:>4}")
     with CaptureQueriesContext(connection) as queries:
         client.get(base)
     main_sql = next(q["sql"] for q in queries.captured_queries if "error_excerpt_text" in q["sql"])
