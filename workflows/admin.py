@@ -48,6 +48,7 @@ from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from agents.models import Agent, AgentRun
 from approvals.models import ApprovalDecision, ApprovalRequest
@@ -423,7 +424,7 @@ class WorkflowRunAdmin(RunSearchMixin, admin.ModelAdmin):
             .annotate(error_excerpt_text=Substr("error", 1, ERROR_EXCERPT_CHARS))
         )
 
-    def action_checkbox(self, obj: WorkflowRun) -> str:
+    def action_checkbox(self, obj: WorkflowRun) -> SafeString:
         # Django renders this box through the form widget templates, a millisecond a row; the same markup,
         # written directly, with the run named in its label.
         return format_html(
