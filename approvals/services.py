@@ -21,7 +21,7 @@ from accounts import permissions
 from approvals.models import ApprovalDecision, ApprovalRequest
 from config.jsonsafe import unstorable
 from workflows import events, runner
-from workflows.models import RunStep, StepStatus, WorkflowRun
+from workflows.models import RunStatus, RunStep, StepStatus, WorkflowRun
 from workflows.templating import TemplateError, render_inputs
 
 logger = logging.getLogger("approvals")
@@ -138,11 +138,21 @@ def decide_refusal(user: User | None, request: ApprovalRequest) -> str | None:
     groups, users = list(request.approver_groups), list(request.approver_users)
     if groups or users:
         in_users = _username(user) in users
-        in_groups = bool(groups) and user.groups.filter(name__in=groups).exists()
+        in_groups = bool(groups) and not _group_names(user).isdisjoint(groups)
         if not (in_users or in_groups):
             allowed = ", ".join([*(f"group {g}" for g in groups), *(f"user {u}" for u in users)])
             return f"only {allowed} may decide the approval of step '{request.node_key}'"
     return None
+
+
+def _group_names(user: Any) -> frozenset[str]:
+    """The user's groups, read once per user object (as Django caches permissions), so that a page asking about
+    many requests does not ask the database once per request."""
+    cached = getattr(user, "_approver_group_names", None)
+    if cached is None:
+        cached = frozenset(user.groups.values_list("name", flat=True))
+        user._approver_group_names = cached
+    return cached
 
 
 def closed_message(request: ApprovalRequest) -> str:
@@ -274,6 +284,7 @@ def _record(
     elif approvals >= request.required_approvals:
         request.close(ApprovalRequest.Status.APPROVED, at=now, by=user, comment=comment, channel=channel)
         step = RunStep.objects.select_for_update().get(id=request.step_id)
+        _resume(run, f"step '{step.key}' approved by {actor}", actor)
         runner.release_gate(run, step, now)
         _announce(request, "approved", actor)
     logger.info(
@@ -303,6 +314,15 @@ def _record(
         },
     )
     return row
+
+
+def _resume(run: WorkflowRun, reason: str, actor: str) -> None:
+    """The run waited for this gate: it runs again, and its transition says who (or what) let it go.
+
+    ``release_gate`` would move it too, but without knowing who decided. Caller holds the run lock.
+    """
+    if run.status == RunStatus.WAITING_APPROVAL:
+        run.transition(RunStatus.RUNNING, reason=reason, actor=actor)
 
 
 def _refused(request_id: int, user: Any, decision: str, channel: str, reason: str) -> None:
@@ -349,6 +369,8 @@ def _expire(
             verb = "was" if len(rejecting) == 1 else "were"
             runner.reject_run(run, f"{EXPIRED_REASON}: {steps} {verb} not decided in time", actor, now)
     else:
+        named = " and ".join(f"'{request.node_key}'" for request in requests)
+        _resume(run, f"{reason or 'approval timed out'}: {named} approved by the timeout action", actor)
         for step in RunStep.objects.select_for_update().filter(id__in=[r.step_id for r in requests]).order_by("id"):
             runner.release_gate(run, step, now)
     for request in requests:
@@ -425,11 +447,19 @@ def upstream_outputs(run: WorkflowRun) -> dict[str, Any]:
     return dict(RunStep.objects.filter(run=run, status=StepStatus.SUCCESS).values_list("key", "output"))
 
 
-def preview_inputs(request: ApprovalRequest) -> tuple[Any, str]:
-    """The inputs the gated step will get, rendered as the runner will render them: (inputs, error)."""
+def preview_inputs(request: ApprovalRequest, upstream: dict[str, Any] | None = None) -> tuple[Any, str]:
+    """The inputs the gated step will get, rendered as the runner will render them: (inputs, error).
+
+    ``upstream`` (``upstream_outputs`` of the run, read already) saves the query for the outputs the inputs name.
+    """
     run = request.run
     try:
         template = run.node(request.node_key).get("inputs", {})
-        return render_inputs(template, runner.template_scope(run, template)), ""
+        if upstream is None:
+            scope = runner.template_scope(run, template)
+        else:
+            scope = runner.template_scope(run, {})  # the same scope, with the step outputs given instead of read
+            scope["steps"] = {key: {"output": output} for key, output in upstream.items()}
+        return render_inputs(template, scope), ""
     except (TemplateError, KeyError) as exc:
         return None, str(exc)

@@ -48,6 +48,7 @@ def pending_approvals_url() -> str:
 
 def runs_by_status(since: timedelta = RECENT) -> list[dict[str, Any]]:
     """Runs created in the window, per status in the state machine's order (zero counts included)."""
+    from workflows.display import status_label
     from workflows.models import RunStatus, WorkflowRun
 
     now = timezone.now()
@@ -64,7 +65,7 @@ def runs_by_status(since: timedelta = RECENT) -> list[dict[str, Any]]:
     return [
         {
             "status": status.value,
-            "label": status.label,
+            "label": status_label(status.value),
             "count": counts.get(status.value, 0),
             "url": changelist + "?" + urlencode({"status__exact": status.value, "created_at__gte": since_at}),
         }
@@ -77,6 +78,8 @@ class ConsoleAdminSite(admin.AdminSite):
     site_title = "CommandCenter"
     index_title = "Operator console"
     index_template = "admin/console_index.html"
+    # The console is the site: there is no other page for a "View site" link to open.
+    site_url = None
 
     def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> TemplateResponse:
         from approvals.models import ApprovalRequest

@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from accounts.views import admin_login
 from config.api import api
@@ -7,6 +8,8 @@ from config.health import healthz, readyz
 from observability.webhooks import grafana as grafana_webhook
 
 urlpatterns = [
+    # The service's only pages are the console's; the bare host name leads there.
+    path("", RedirectView.as_view(pattern_name="admin:index"), name="root"),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("api/", api.urls),

@@ -1,13 +1,15 @@
-"""Playwright driving Debian's Chromium (/usr/bin/chromium) against the live test server."""
+"""Playwright driving Debian's Chromium (/usr/bin/chromium) against the live test server, and a real worker."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from django.db import DEFAULT_DB_ALIAS, connections
 from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
+
+from tests.observability.procs import Process, service_env, start_worker
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -46,3 +48,22 @@ def sign_in(
     page.click("input[type=submit]")
     expect(page.locator("#site-name")).to_be_visible()
     return page
+
+
+@pytest.fixture
+def real_worker() -> Iterator[Callable[[], Process]]:
+    """Starts ``manage.py worker`` against the test database when called; stopped (SIGTERM) after the test."""
+    started: list[Process] = []
+
+    def start() -> Process:
+        started.append(start_worker(service_env(OTEL_SDK_DISABLED="true")))
+        return started[-1]
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+def overflow(page: Page) -> int:
+    """How many pixels the page is wider than the window (0: no sideways scrolling)."""
+    return int(page.evaluate("document.documentElement.scrollWidth - window.innerWidth"))

@@ -206,7 +206,12 @@ class WorkflowRun(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.workflow_id} run {self.id}"
+        # As the console names a run everywhere (breadcrumbs, approval pages, aria-labels): its workflow's slug
+        # and the first 8 characters of its id, which the run list shows and its search finds.
+        # Lists defer the (large) definition; the workflow they load with the run then gives the slug.
+        if "definition" in self.get_deferred_fields() and WorkflowRun.workflow.is_cached(self):
+            return f"{self.workflow.slug} run {str(self.id)[:8]}"
+        return f"{self.workflow_slug} run {str(self.id)[:8]}"
 
     @property
     def workflow_slug(self) -> str:

@@ -146,7 +146,10 @@ def test_a_viewer_sees_the_request_without_buttons_and_a_forged_post_is_refused(
     response = client.post(decide_url(req), {"decision": "approve", "comment": "sneaky"}, follow=True)
     assert response.status_code == 200
     assert any("victor lacks the permission" in m for m in messages_of(response))
-    bulk = client.post(reverse("admin:approvals_pendingapproval_bulk_approve"), {"ids": [req.pk]}, follow=True)
+    bulk_url = reverse("admin:approvals_pendingapproval_bulk_approve")
+    asked = " ".join(client.post(bulk_url, {"ids": [req.pk]}).content.decode().split())
+    assert "<h1>Nothing to approve</h1>" in asked and "victor lacks the permission" in asked
+    bulk = client.post(bulk_url, {"ids": [req.pk], "confirm": "yes"}, follow=True)
     assert any("victor lacks the permission" in m for m in messages_of(bulk))
     req.refresh_from_db()
     assert req.status == ApprovalRequest.Status.PENDING and not req.decisions.exists()
@@ -176,11 +179,16 @@ def test_bulk_approve_from_the_queue(make_workflow, operator):
     workflow = make_workflow("admin-bulk", node("gate", required=True))
     runs = [start(workflow) for _ in range(3)]
     reqs = [at_gate(run) for run in runs]
-    response = logged_in(operator).post(
-        reverse("admin:approvals_pendingapproval_bulk_approve"),
-        {"ids": [reqs[0].pk, reqs[1].pk], "comment": "batch"},
-        follow=True,
-    )
+    client = logged_in(operator)
+    url = reverse("admin:approvals_pendingapproval_bulk_approve")
+    asked = client.post(url, {"ids": [reqs[0].pk, reqs[1].pk], "comment": "batch"})
+    text = " ".join(asked.content.decode().split())
+    assert asked.status_code == 200 and "<h1>Approve 2 requests?</h1>" in text
+    assert "Your approval will be recorded on 2 requests with the comment “batch”. 2 runs will resume" in text
+    assert text.count("the step is released and the run resumes") == 2
+    assert ">Yes, approve 2 requests</button>" in text
+    assert [ApprovalRequest.objects.get(pk=r.pk).status for r in reqs] == ["PENDING"] * 3  # asking did nothing
+    response = client.post(url, {"ids": [reqs[0].pk, reqs[1].pk], "comment": "batch", "confirm": "yes"}, follow=True)
     assert "Recorded 2 approvals." in messages_of(response)
     statuses = [ApprovalRequest.objects.get(pk=r.pk).status for r in reqs]
     assert statuses == ["APPROVED", "APPROVED", "PENDING"]
@@ -192,9 +200,18 @@ def test_bulk_approve_action_goes_through_decide(make_workflow, operator):
     workflow = make_workflow("admin-action", node("gate", required=True))
     mine = at_gate(start(workflow, user=operator))
     other = at_gate(start(workflow))
-    response = logged_in(operator).post(
-        reverse("admin:approvals_approvalrequest_changelist"),
-        {"action": "approve_selected", "_selected_action": [mine.pk, other.pk]},
+    client = logged_in(operator)
+    changelist = reverse("admin:approvals_approvalrequest_changelist")
+    asked = " ".join(
+        client.post(changelist, {"action": "approve_selected", "_selected_action": [mine.pk, other.pk]})
+        .content.decode()
+        .split()
+    )
+    assert "<h1>Approve 1 request?</h1>" in asked
+    assert "1 selected request is left alone" in asked and "olivia triggered this run and may not approve it" in asked
+    response = client.post(
+        changelist,
+        {"action": "approve_selected", "post": "yes", "_selected_action": [mine.pk, other.pk]},
         follow=True,
     )
     found = messages_of(response)

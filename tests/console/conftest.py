@@ -13,6 +13,8 @@ from django.test import Client
 from django.utils import timezone
 
 from agents.models import AgentRun
+from tests.approvals.conftest import make_workflow, second_operator  # noqa: F401 - gated workflows, a second operator
+from tests.browser import real_worker  # noqa: F401 - a worker process for the browser tests
 from workflows.models import RunStatus, RunStep, RunTransition, StepStatus, Workflow, WorkflowRun
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
+import re
+
 from django.test import Client
 from django.urls import reverse
 
@@ -68,9 +69,29 @@ def test_domain_errors_become_admin_messages(operator_client, make_run):
 def test_the_page_offers_only_the_actions_the_run_allows(operator_client, make_run):
     body = operator_client.get(page(failed_run(make_run))).content.decode()
     assert 'value="Retry failed steps"' in body and 'value="Re-run with same context"' in body
-    assert 'value="Cancel run"' not in body
-    body = operator_client.get(page(make_run(status=RunStatus.RUNNING))).content.decode()
-    assert 'value="Cancel run"' in body and 'value="Retry failed steps"' not in body
+    assert "Cancel run…" not in body
+    running = make_run(status=RunStatus.RUNNING)
+    body = operator_client.get(page(running)).content.decode()
+    assert f'<a class="button danger cancel-link" href="{act(running, "cancel")}">Cancel run…</a>' in body
+    assert 'value="Retry failed steps"' not in body
+
+
+def test_cancel_on_the_run_page_first_says_what_it_will_do(operator_client, make_run, synced, viewer):
+    run = make_run(
+        status=RunStatus.RUNNING, step_statuses={"prepare": StepStatus.RUNNING, "doomed": StepStatus.PENDING}
+    )
+    response = operator_client.get(act(run, "cancel"))
+    assert response.status_code == 200
+    body = " ".join(response.content.decode().split())
+    assert "<h1>Cancel 1 run?</h1>" in body
+    assert "2 open steps will be cancelled, and the 1 attempt running now will be stopped at its next lease" in body
+    assert f'<form method="post" action="{act(run, "cancel")}">' in body
+    assert ">Yes, cancel 1 run</button>" in body and f'href="{page(run)}" class="button cancel-link"' in body
+    run.refresh_from_db()
+    assert run.status == RunStatus.RUNNING  # asking did nothing
+    operator_client.post(act(run, "cancel"))
+    run.refresh_from_db()
+    assert run.status == RunStatus.CANCELLED
 
 
 def test_a_viewer_sees_no_actions_and_cannot_post_them(viewer_client, make_run):
@@ -83,10 +104,11 @@ def test_a_viewer_sees_no_actions_and_cannot_post_them(viewer_client, make_run):
     assert run.status == RunStatus.FAILED and not WorkflowRun.objects.filter(rerun_of=run).exists()
 
 
-def test_actions_refuse_get_and_unknown_names(operator_client, make_run):
+def test_actions_refuse_get_and_unknown_names(operator_client, viewer_client, make_run):
     run = failed_run(make_run)
     assert operator_client.get(act(run, "retry")).status_code == 405
     assert operator_client.post(act(run, "explode")).status_code == 404
+    assert viewer_client.get(act(run, "cancel")).status_code == 403
 
 
 def test_a_post_without_the_csrf_token_is_refused(run_operator, make_run):
@@ -103,16 +125,34 @@ def test_a_post_without_the_csrf_token_is_refused(run_operator, make_run):
     assert run.status == RunStatus.CANCELLED
 
 
-@pytest.mark.parametrize(
-    ("action", "status", "expected"),
-    [("cancel_runs", RunStatus.RUNNING, RunStatus.CANCELLED), ("retry_runs", RunStatus.FAILED, RunStatus.RUNNING)],
-)
-def test_list_actions_act_on_the_selected_runs(operator_client, make_run, action, status, expected):
-    runs = [make_run(status=status, step_statuses={"doomed": StepStatus.FAILED}) for _ in range(2)]
-    untouched = make_run(status=status, step_statuses={"doomed": StepStatus.FAILED})
-    operator_client.post(LIST, {"action": action, "_selected_action": [str(r.pk) for r in runs]})
-    assert [WorkflowRun.objects.get(pk=r.pk).status for r in runs] == [expected, expected]
-    assert WorkflowRun.objects.get(pk=untouched.pk).status == status
+def test_retry_from_the_list_acts_on_the_selected_runs(operator_client, make_run):
+    runs = [failed_run(make_run) for _ in range(2)]
+    untouched = failed_run(make_run)
+    operator_client.post(LIST, {"action": "retry_runs", "_selected_action": [str(r.pk) for r in runs]})
+    assert [WorkflowRun.objects.get(pk=r.pk).status for r in runs] == [RunStatus.RUNNING, RunStatus.RUNNING]
+    assert WorkflowRun.objects.get(pk=untouched.pk).status == RunStatus.FAILED
+
+
+def test_cancelling_selected_runs_asks_first_with_what_happens_to_how_many(operator_client, make_run):
+    runs = [make_run(status=RunStatus.RUNNING, step_statuses={"doomed": StepStatus.RUNNING}) for _ in range(2)]
+    done = make_run(status=RunStatus.SUCCESS)
+    untouched = make_run(status=RunStatus.RUNNING)
+    selected = [str(r.pk) for r in [*runs, done]]
+    response = operator_client.post(LIST, {"action": "cancel_runs", "_selected_action": selected})
+    body = " ".join(response.content.decode().split())
+    assert response.status_code == 200 and "<h1>Cancel 2 runs?</h1>" in body
+    assert "these 2 runs stops them for good: 2 open steps will be cancelled" in body
+    assert "1 selected run has already finished and is left alone" in body
+    assert ">Yes, cancel 2 runs</button>" in body
+    assert [WorkflowRun.objects.get(pk=r.pk).status for r in runs] == [RunStatus.RUNNING, RunStatus.RUNNING]
+    confirmed = re.findall(r'name="_selected_action" value="([^"]+)"', body)
+    assert sorted(confirmed) == sorted(str(r.pk) for r in runs)  # the finished run is not carried on
+    response = operator_client.post(
+        LIST, {"action": "cancel_runs", "post": "yes", "_selected_action": confirmed}, follow=True
+    )
+    assert sorted(messages_of(response)) == sorted(f"Cancelled run {r.pk}." for r in runs)
+    assert [WorkflowRun.objects.get(pk=r.pk).status for r in runs] == [RunStatus.CANCELLED, RunStatus.CANCELLED]
+    assert WorkflowRun.objects.get(pk=untouched.pk).status == RunStatus.RUNNING
 
 
 def test_the_rerun_list_action_starts_one_new_run_per_selected_run(operator_client, make_run):

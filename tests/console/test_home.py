@@ -67,3 +67,19 @@ def test_a_user_without_run_permissions_sees_no_run_counts(client, outsider):
     client.force_login(outsider)
     body = client.get(HOME).content.decode()
     assert "console-card runs-by-status" not in body and "console-card pending-approvals" not in body
+
+
+def test_there_is_no_view_site_link_and_the_bare_host_opens_the_console(operator_client, client):
+    body = operator_client.get(HOME).content.decode()
+    assert "View site" not in body
+    response = client.get("/")
+    assert (response.status_code, response["Location"]) == (302, HOME)
+
+
+def test_statuses_are_written_as_words(operator_client, make_run):
+    make_run(status=RunStatus.WAITING_APPROVAL)
+    body = operator_client.get(HOME).content.decode()
+    assert re.search(
+        r'<li data-status="WAITING_APPROVAL"><a href="[^"]+"><span class="[^"]+">Waiting for approval</span>', body
+    )
+    assert ">WAITING_APPROVAL<" not in body
