@@ -89,6 +89,8 @@ def test_gunicorn_boots_with_telemetry_from_a_bare_environment_and_each_worker_r
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "DATABASE_URL": procs.test_database_url(),
         "SECRET_KEY": "bare-environment-secret-key-for-the-gunicorn-boot-test",
+        # Outside DEBUG the service refuses to start with an unauthenticated alert webhook.
+        "WEBHOOK_TOKEN": "bare-environment-webhook-token",
         "ALLOWED_HOSTS": "127.0.0.1",
         "GUNICORN_BIND": f"127.0.0.1:{port}",
         "WEB_CONCURRENCY": str(WORKERS),
