@@ -286,24 +286,30 @@ def _label(kind: str, raw: Any, field: str, position: int) -> str:
     return f"{kind} {value if isinstance(value, str) else '#' + str(position)!r}"
 
 
+def _shown(value: Any) -> str:
+    # 2.0 from a form's number field reads as the 2 a YAML file holds, so both say the same.
+    return repr(int(value)) if isinstance(value, float) and value.is_integer() else repr(value)
+
+
 def _message(error: ErrorDetails) -> str:
-    kind, value, ctx = error["type"], error["input"], error.get("ctx") or {}
+    kind, ctx = error["type"], error.get("ctx") or {}
+    value = _shown(error["input"])
     if "message" in ctx:
         return str(ctx["message"])
     if kind == "missing":
         return "is required"
     if kind == "greater_than_equal":
-        return f"{value!r} is below the minimum of {ctx['ge']:g}"
+        return f"{value} is below the minimum of {ctx['ge']:g}"
     if kind in ("int_type", "int_from_float"):
-        return f"{value!r} is not an integer"
+        return f"{error['input']!r} is not an integer"
     if kind == "float_type":
-        return f"{value!r} is not a number"
+        return f"{value} is not a number"
     if kind == "bool_type":
-        return f"{value!r} is not true or false"
+        return f"{value} is not true or false"
     if kind == "string_type":
-        return f"{value!r} is not a string"
+        return f"{value} is not a string"
     if kind == "string_pattern_mismatch":
-        return f"{value!r} must be a lowercase slug"
+        return f"{value} must be a lowercase slug"
     if kind in ("dict_type", "model_type"):
         return "must be a mapping"
     if kind == "list_type":
@@ -311,7 +317,7 @@ def _message(error: ErrorDetails) -> str:
     if kind == "too_short":  # only nodes have a minimum length
         return "a workflow needs at least one node"
     if kind == "literal_error":
-        return f"{value!r} must be {ctx['expected']}"
+        return f"{value} must be {ctx['expected']}"
     return str(error["msg"])
 
 
