@@ -328,6 +328,7 @@ class PendingApprovalAdmin(ReadOnlyApprovalAdmin):
         # so a full queue costs no extra count.
         waiting = self.get_queryset(request).annotate(waiting_total=Window(Count("id")))
         pending = list(with_decisions(waiting)[:QUEUE_LIMIT])
+        total: int = pending[0].waiting_total if pending else 0  # type: ignore[attr-defined]
         upstream = upstream_by_run({req.run_id for req in pending})
         now = timezone.now()
         cards = [describe(req, request.user, upstream=upstream[req.run_id], now=now) for req in pending]
@@ -336,7 +337,7 @@ class PendingApprovalAdmin(ReadOnlyApprovalAdmin):
             "title": "Pending approvals",
             "opts": self.opts,
             "cards": cards,
-            "total": pending[0].waiting_total if pending else 0,
+            "total": total,
             "limit": QUEUE_LIMIT,
             "can_decide": self.has_decide_permission(request),
             "bulk_url": reverse("admin:approvals_pendingapproval_bulk_approve"),

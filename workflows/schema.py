@@ -62,22 +62,22 @@ class _Strict(BaseModel):
 class RetryDefinition(_Strict):
     """Attempt n (n >= 2) waits min(backoff_seconds * 2**(n-2), backoff_max_seconds) seconds, +/- jitter."""
 
-    max_attempts: int = Field(1, ge=1, description="Attempts in all, the first included.")
-    backoff_seconds: float = Field(1.0, ge=0, description="The wait before the second attempt.")
-    backoff_max_seconds: float = Field(300.0, ge=0, description="The longest wait between attempts.")
-    jitter: float = Field(0.1, ge=0, description="Fraction of the wait added or removed at random.")
+    max_attempts: int = Field(default=1, ge=1, description="Attempts in all, the first included.")
+    backoff_seconds: float = Field(default=1.0, ge=0, description="The wait before the second attempt.")
+    backoff_max_seconds: float = Field(default=300.0, ge=0, description="The longest wait between attempts.")
+    jitter: float = Field(default=0.1, ge=0, description="Fraction of the wait added or removed at random.")
 
 
 class ApprovalDefinition(_Strict):
     """An approval gate: the step waits until enough people allowed to decide approve it."""
 
-    required: bool = Field(False, description="Whether the step waits for approval.")
-    groups: Names = Field(None, description="Groups whose members may decide; none listed means anyone allowed.")
-    users: Names = Field(None, description="Usernames who may decide; none listed means anyone allowed.")
-    required_approvals: int = Field(1, ge=1, description="Approvals from distinct people needed to go on.")
-    timeout_seconds: float | None = Field(None, ge=1, description="How long the gate waits; none means forever.")
-    timeout_action: Literal["reject", "approve"] = Field("reject", description="What a timeout decides.")
-    allow_self_approval: bool = Field(False, description="Whether whoever triggered the run may approve it.")
+    required: bool = Field(default=False, description="Whether the step waits for approval.")
+    groups: Names = Field(default=None, description="Groups whose members may decide; none means anyone allowed.")
+    users: Names = Field(default=None, description="Usernames who may decide; none means anyone allowed.")
+    required_approvals: int = Field(default=1, ge=1, description="Approvals from distinct people needed to go on.")
+    timeout_seconds: float | None = Field(default=None, ge=1, description="How long the gate waits; none: forever.")
+    timeout_action: Literal["reject", "approve"] = Field(default="reject", description="What a timeout decides.")
+    allow_self_approval: bool = Field(default=False, description="Whether whoever triggered the run may approve it.")
 
     @field_validator("required_approvals")
     @classmethod
@@ -100,16 +100,16 @@ class NodeDefinition(_Strict):
     """One step: which agent runs, with what inputs, after which steps, and its policies."""
 
     key: Slug = Field(description="The step's key, unique in the workflow; other steps name it.")
-    name: str = Field("", description="What the console calls the step; the key when empty.")
+    name: str = Field(default="", description="What the console calls the step; the key when empty.")
     agent: str = Field(description="The slug of the agent that runs the step.")
-    action: str = Field("", description="Passed to the agent.")
+    action: str = Field(default="", description="Passed to the agent.")
     inputs: dict[str, Any] = Field(
         default_factory=dict,
         description="The step's inputs; strings may reference {{ context.x }}, {{ steps.k.output.y }}, {{ run.id }}.",
     )
-    depends_on: list[str] | None = Field(None, description="Keys of the steps this one waits for.")
+    depends_on: list[str] | None = Field(default=None, description="Keys of the steps this one waits for.")
     retry: RetryDefinition | None = None
-    timeout_seconds: float | None = Field(None, ge=0.01, description="Per attempt; none means the default.")
+    timeout_seconds: float | None = Field(default=None, ge=0.01, description="Per attempt; none means the default.")
     approval: ApprovalDefinition | None = None
 
     def as_fields(self) -> dict[str, Any]:
@@ -181,9 +181,9 @@ class WorkflowDefinition(_Strict):
     """A named DAG of steps."""
 
     slug: Slug = Field(description="The workflow's identifier in the API, the console and metrics.")
-    name: str = Field("", description="What the console calls the workflow; the slug when empty.")
+    name: str = Field(default="", description="What the console calls the workflow; the slug when empty.")
     description: str = ""
-    enabled: bool = Field(True, description="Whether the workflow may be triggered.")
+    enabled: bool = Field(default=True, description="Whether the workflow may be triggered.")
     nodes: list[NodeDefinition] = Field(min_length=1, description="The steps, in the order the console lists them.")
 
     @model_validator(mode="after")
@@ -237,7 +237,7 @@ class AgentDefinition(_Strict):
     type: Annotated[str, Field(json_schema_extra={"enum": sorted(EXECUTORS)})] = Field(
         description="The executor that runs the agent's steps."
     )
-    config: dict[str, Any] | None = Field(None, description="Settings of the executor type.")
+    config: dict[str, Any] | None = Field(default=None, description="Settings of the executor type.")
     enabled: bool = True
     description: str = ""
 
