@@ -37,6 +37,9 @@ lint: install ## ruff (format check + lint), Django checks, migrations up to dat
 typecheck: install ## mypy with django-stubs
 	DEBUG=1 $(VENV)/bin/mypy .
 
+schema: install ## Write workflows/definitions/workflow.schema.json, the JSON Schema of definition files
+	DEBUG=1 $(PY) manage.py definition_schema
+
 lock: ## Re-pin constraints.txt from a fresh resolve of pyproject.toml
 	@interp=$$(scripts/find-python) && rm -rf var/lockenv && "$$interp" -m venv var/lockenv && \
 	var/lockenv/bin/pip install -q --upgrade pip && var/lockenv/bin/pip install -q '.[dev]' && \
@@ -48,4 +51,4 @@ bench: install ## Benchmark (table + var/bench/results.json); BENCH_ARGS=--quick
 clean: ## Remove the virtualenv and local state (SQLite database, logs)
 	rm -rf $(VENV) var
 
-.PHONY: help install test-deps run test lint typecheck lock clean bench
+.PHONY: help install test-deps run test lint typecheck schema lock clean bench

@@ -5,7 +5,8 @@ channel "admin", which checks the permission, the approver list and self-approva
 that is not shown cannot be replaced by a forged POST. Requests are read-only in the admin.
 
 The queue refreshes itself (``workflows/static/workflows/console.js``): a request with the ``X-Console-Live``
-header gets the cards alone, read with the same fixed number of queries whatever the queue holds. Bulk
+header gets the cards alone, read with the same fixed number of queries whatever the queue holds (eight, from one
+card to a full queue of 200; tests/approvals/test_queue_queries.py). Bulk
 approval, from the queue or the request list, first shows what it will do to which runs.
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Count, Prefetch, QuerySet, Window
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.defaultfilters import pluralize
 from django.template.response import TemplateResponse
@@ -323,7 +324,11 @@ class PendingApprovalAdmin(ReadOnlyApprovalAdmin):
         """The queue; a live refresh (``X-Console-Live``) gets the summary and the cards alone."""
         if not self.has_view_permission(request):
             raise PermissionDenied
-        pending = list(with_decisions(self.get_queryset(request))[:QUEUE_LIMIT])
+        # How many wait in all comes with the cards (a window over the whole queue, computed before the limit),
+        # so a full queue costs no extra count.
+        waiting = self.get_queryset(request).annotate(waiting_total=Window(Count("id")))
+        pending = list(with_decisions(waiting)[:QUEUE_LIMIT])
+        total: int = pending[0].waiting_total if pending else 0  # type: ignore[attr-defined]
         upstream = upstream_by_run({req.run_id for req in pending})
         now = timezone.now()
         cards = [describe(req, request.user, upstream=upstream[req.run_id], now=now) for req in pending]
@@ -332,7 +337,7 @@ class PendingApprovalAdmin(ReadOnlyApprovalAdmin):
             "title": "Pending approvals",
             "opts": self.opts,
             "cards": cards,
-            "total": self.get_queryset(request).count() if len(pending) == QUEUE_LIMIT else len(pending),
+            "total": total,
             "limit": QUEUE_LIMIT,
             "can_decide": self.has_decide_permission(request),
             "bulk_url": reverse("admin:approvals_pendingapproval_bulk_approve"),

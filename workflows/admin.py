@@ -11,8 +11,8 @@
 - Actions (cancel, retry failed steps, re-run): POST + CSRF, through the same ``runner``/``services``
   functions as the API, for users with ``workflows.change_workflowrun`` (the "operate runs" permission);
   domain errors become admin messages. Cancelling, one run or many, asks for confirmation first.
-- Workflows: nodes edited inline with the DAG validated on save and drawn on the page; "Trigger now" with a
-  context JSON.
+- Workflows: nodes edited inline, the workflow validated on save through ``workflows.schema`` (the loader's rules
+  and messages) and drawn on the page; "Trigger now" with a context JSON.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from django.urls import NoReverseMatch, URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
+from pydantic import ValidationError as PydanticValidationError
 
 from accounts import permissions
 from agents.models import Agent, AgentRun
@@ -64,7 +65,6 @@ from workflows.display import (
     status_label,
     trigger_label,
 )
-from workflows.loader import DefinitionError, validate_graph
 from workflows.models import (
     OPEN_STEP_STATUSES,
     TERMINAL_RUN_STATUSES,
@@ -77,6 +77,7 @@ from workflows.models import (
     WorkflowNode,
     WorkflowRun,
 )
+from workflows.schema import WorkflowDefinition, problems
 
 ERROR_EXCERPT_CHARS = 160
 
@@ -97,7 +98,7 @@ def _admin_url(name: str, *args: Any) -> str | None:
 
 
 class NodeFormSet(BaseInlineFormSet):
-    """Validates the nodes as a graph (keys, agents, dependencies, cycles, step references) before saving."""
+    """Validates the workflow with its nodes through ``workflows.schema``, the rules and messages of the loader."""
 
     def clean(self) -> None:
         super().clean()
@@ -112,16 +113,43 @@ class NodeFormSet(BaseInlineFormSet):
             nodes.append(
                 {
                     "key": data.get("key"),
+                    "name": data.get("name") or "",
                     "agent": agent.slug if agent else None,
+                    "action": data.get("action") or "",
+                    "inputs": {} if data.get("inputs") is None else data["inputs"],
                     "depends_on": data.get("depends_on") or [],
-                    "inputs": data.get("inputs") or {},
+                    "retry": {
+                        "max_attempts": data.get("max_attempts"),
+                        "backoff_seconds": data.get("backoff_seconds"),
+                        "backoff_max_seconds": data.get("backoff_max_seconds"),
+                        "jitter": data.get("backoff_jitter"),
+                    },
+                    "timeout_seconds": data.get("timeout_seconds"),
+                    "approval": {
+                        "required": bool(data.get("requires_approval")),
+                        "groups": data.get("approver_groups") or [],
+                        "users": data.get("approver_users") or [],
+                        "required_approvals": data.get("required_approvals"),
+                        "timeout_seconds": data.get("approval_timeout_seconds"),
+                        "timeout_action": data.get("approval_timeout_action"),
+                        "allow_self_approval": bool(data.get("allow_self_approval")),
+                    },
                 }
             )
+        workflow = self.instance
+        definition = {
+            "slug": workflow.slug,
+            "name": workflow.name,
+            "description": workflow.description,
+            "enabled": workflow.enabled,
+            "nodes": nodes,
+        }
         known = set(Agent.objects.values_list("slug", flat=True))
         try:
-            validate_graph(f"workflow {self.instance.slug or '(new)'}", nodes, known)
-        except DefinitionError as exc:
-            raise ValidationError(str(exc)) from exc
+            WorkflowDefinition.model_validate(definition, context={"known_agents": known})
+        except PydanticValidationError as exc:
+            where = f"workflow {workflow.slug!r}" if workflow.slug else "new workflow"
+            raise ValidationError(problems(exc, definition, where=where)) from exc
 
 
 class WorkflowNodeInline(admin.StackedInline):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
+from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from tests.console.forms import change_page_data
@@ -122,3 +124,80 @@ def test_trigger_now_is_for_operators_only(viewer_client, operator_client, workf
 
 def test_the_workflow_page_offers_trigger_now(admin_client, workflow):
     assert trigger_url(workflow) in admin_client.get(change_url(workflow)).content.decode()
+
+
+# The admin form and the loader validate through one schema (workflows.schema): what one refuses the other
+# refuses, with the same messages. Each case edits one node in the form and the same node in a YAML file.
+SAME_AS_THE_LOADER = [
+    (
+        "notify",
+        {"approver_users": '["alice"]', "required_approvals": "2"},
+        {"approval": {"users": ["alice"], "required_approvals": 2}},
+        "node 'notify' approval.required_approvals: 2 approvals needed but only 1 user(s) may decide (alice) "
+        "and no groups are listed, so the gate could never be approved",
+    ),
+    ("scan", {"max_attempts": "0"}, {"retry": {"max_attempts": 0}}, "node 'scan' retry.max_attempts: 0 is below"),
+    ("scan", {"backoff_seconds": "-1"}, {"retry": {"backoff_seconds": -1}}, "retry.backoff_seconds: -1"),
+    ("scan", {"backoff_jitter": "-0.5"}, {"retry": {"jitter": -0.5}}, "node 'scan' retry.jitter: -0.5 is below"),
+    ("scan", {"timeout_seconds": "0"}, {"timeout_seconds": 0}, "node 'scan' timeout_seconds: 0"),
+    (
+        "notify",
+        {"approval_timeout_seconds": "0.5"},
+        {"approval": {"timeout_seconds": 0.5}},
+        "approval.timeout_seconds: 0.5 is below the minimum of 1",
+    ),
+    ("notify", {"approver_groups": '["ops", 7]'}, {"approval": {"groups": ["ops", 7]}}, "must be a list of names"),
+    ("summarise", {"depends_on": '["ghost"]'}, {"depends_on": ["ghost"]}, "depends on missing node 'ghost'"),
+    ("scan", {"depends_on": '["notify"]'}, {"depends_on": ["notify"]}, "dependency cycle"),
+    (
+        "scan",
+        {"inputs": '{"x": "{{ steps.notify.output.y }}"}'},
+        {"inputs": {"x": "{{ steps.notify.output.y }}"}},
+        "not upstream",
+    ),
+]
+SAME_IDS = [
+    "quorum",
+    "no-attempts",
+    "negative-backoff",
+    "negative-jitter",
+    "zero-timeout",
+    "short-approval-timeout",
+    "group-names",
+    "missing-dependency",
+    "cycle",
+    "reference",
+]
+
+
+def loader_messages(workflow: Workflow, tmp_path, key: str, change: dict) -> list[str]:
+    """What sync_workflows says of the workflow as stored with ``change`` applied to node ``key``."""
+    nodes = []
+    for node in workflow.snapshot()["nodes"]:
+        node.pop("agent_type")
+        if node["key"] == key:
+            for name, value in change.items():
+                node[name] = {**node[name], **value} if isinstance(value, dict) else value
+        nodes.append(node)
+    path = tmp_path / "edited.yaml"
+    path.write_text(yaml.safe_dump({"workflow": {"slug": workflow.slug, "name": workflow.name, "nodes": nodes}}))
+    with pytest.raises(CommandError) as exc:
+        call_command("sync_workflows", str(path), verbosity=0)
+    lines = str(exc.value).splitlines()
+    assert all(line.startswith(f"{path}: ") for line in lines)
+    return [line.removeprefix(f"{path}: ") for line in lines]
+
+
+@pytest.mark.parametrize(("key", "form_change", "yaml_change", "message"), SAME_AS_THE_LOADER, ids=SAME_IDS)
+def test_the_form_refuses_what_the_loader_refuses_with_the_same_messages(
+    admin_client, workflow, tmp_path, key, form_change, yaml_change, message
+):
+    before = workflow.snapshot()
+    expected = loader_messages(workflow, tmp_path, key, yaml_change)
+    response = edit(admin_client, workflow, **{key: form_change})
+    assert response.status_code == 200
+    shown = [str(e) for f in response.context["inline_admin_formsets"] for e in f.formset.non_form_errors()]
+    assert shown == expected
+    assert any(message in line for line in shown)
+    assert shown[0].startswith(f"workflow '{workflow.slug}': ")
+    assert workflow.snapshot() == before
