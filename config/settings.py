@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "workflows",
     "approvals",
     "observability",
+    "alerts",
 ]
 
 MIDDLEWARE = [
@@ -268,7 +269,7 @@ PROMETHEUS_LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, f
 WORKER_HEARTBEAT_FILE = envstr("WORKER_HEARTBEAT_FILE")
 # --- end of telemetry settings ----------------------------------------------------------------------------
 
-# --- Alert webhook and notifiers (observability/alerts, agents/notifiers) ---------------------------------
+# --- Alert webhook and notifiers (alerts/, agents/notifiers) ---------------------------------
 # POST /webhooks/grafana authentication: a bearer token, Grafana's HMAC signature, or both (then both must
 # pass). Grafana signs "<timestamp>:<body>" when its contact point names a timestamp header; this must be
 # the same header name. Empty WEBHOOK_TIMESTAMP_HEADER accepts signatures over the body alone (no replay

@@ -3,9 +3,9 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from accounts.views import admin_login
+from alerts.webhooks import grafana as grafana_webhook
 from config.api import api
 from config.health import healthz, readyz
-from observability.webhooks import grafana as grafana_webhook
 
 urlpatterns = [
     # The service's only pages are the console's; the bare host name leads there.

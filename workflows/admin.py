@@ -824,7 +824,7 @@ def alerts_for(run: WorkflowRun) -> list[dict[str, str]]:
     from django.apps import apps
 
     try:
-        config = apps.get_app_config("observability")
+        config = apps.get_app_config("alerts")
     except LookupError:
         return []
     found = []

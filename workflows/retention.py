@@ -36,7 +36,7 @@ from django.tasks import TaskResultStatus
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
-from observability.models import AlertDelivery, AlertEvent
+from alerts.models import AlertDelivery, AlertEvent
 from workflows.models import ACTIVE_RUN_STATUSES, TERMINAL_RUN_STATUSES, WorkflowRun
 
 logger = logging.getLogger("workflows.retention")

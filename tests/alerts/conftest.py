@@ -17,8 +17,8 @@ import httpx
 import pytest
 from django.test import Client
 
-from observability.alerts.auth import sign
-from observability.models import AlertDelivery
+from alerts.auth import sign
+from alerts.models import AlertDelivery
 from workflows.models import WorkflowRun
 
 FIXTURES = Path(__file__).parent / "fixtures"

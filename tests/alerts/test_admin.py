@@ -9,7 +9,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
-from observability.models import AlertDelivery
+from alerts.models import AlertDelivery
 from tests.alerts.conftest import fixture, post
 from workflows.models import Workflow, WorkflowRun
 
@@ -27,7 +27,7 @@ def admin_client() -> Client:
 def test_the_list_shows_outcome_error_and_runs(synced: None, admin_client: Client) -> None:
     post(fixture("grafana_firing"))
     post(raw=b"{nope")
-    page = admin_client.get(reverse("admin:observability_alertdelivery_changelist"))
+    page = admin_client.get(reverse("admin:alerts_alertdelivery_changelist"))
     assert page.status_code == 200
     html = page.content.decode()
     assert "processed" in html and "rejected" in html and "malformed JSON" in html
@@ -37,7 +37,7 @@ def test_the_list_shows_outcome_error_and_runs(synced: None, admin_client: Clien
 
 def test_the_detail_page_shows_the_body_but_no_authorization(synced: None, admin_client: Client) -> None:
     response = post(fixture("alertmanager_firing"))
-    page = admin_client.get(reverse("admin:observability_alertdelivery_change", args=[response.json()["deliveryId"]]))
+    page = admin_client.get(reverse("admin:alerts_alertdelivery_change", args=[response.json()["deliveryId"]]))
     html = page.content.decode()
     assert "ServiceDown" in html
     assert "test-webhook-token" not in html
@@ -53,7 +53,7 @@ def test_replaying_a_failed_delivery_starts_its_run(synced: None, admin_client: 
 
     Workflow.objects.filter(slug="alert-notification").update(enabled=True)
     page = admin_client.post(
-        reverse("admin:observability_alertdelivery_changelist"),
+        reverse("admin:alerts_alertdelivery_changelist"),
         {"action": "replay", "_selected_action": [delivery.pk]},
         follow=True,
     )
@@ -69,7 +69,7 @@ def test_replaying_a_processed_delivery_starts_nothing_new(synced: None, admin_c
     post(fixture("alertmanager_firing"))
     delivery = AlertDelivery.objects.get()
     page = admin_client.post(
-        reverse("admin:observability_alertdelivery_changelist"),
+        reverse("admin:alerts_alertdelivery_changelist"),
         {"action": "replay", "_selected_action": [delivery.pk]},
         follow=True,
     )
@@ -84,6 +84,6 @@ def test_viewers_cannot_replay(synced: None, viewer: Any) -> None:
     client = Client()
     client.force_login(viewer)
     post(raw=b"{nope")
-    page = client.get(reverse("admin:observability_alertdelivery_changelist"))
+    page = client.get(reverse("admin:alerts_alertdelivery_changelist"))
     assert page.status_code == 200
     assert 'value="replay"' not in page.content.decode()

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.core.checks import run_checks
 
-from observability.models import AlertDelivery
+from alerts.models import AlertDelivery
 from tests.alerts.conftest import HMAC_SECRET, TIMESTAMP_HEADER, fixture, post, signed_headers
 
 pytestmark = pytest.mark.django_db
@@ -92,7 +92,7 @@ def test_a_timestamp_within_the_window_passes(synced: None, hmac_only: Any) -> N
 
 def test_without_a_timestamp_header_setting_the_body_alone_is_signed(synced: None, hmac_only: Any) -> None:
     hmac_only.WEBHOOK_TIMESTAMP_HEADER = ""
-    from observability.alerts.auth import sign
+    from alerts.auth import sign
 
     headers = {"X-Grafana-Alerting-Signature": sign(HMAC_SECRET, BODY)}
     assert post(raw=BODY, token=None, headers=headers).status_code == 200
@@ -114,9 +114,9 @@ def test_with_no_secret_configured_anyone_may_post(synced: None, settings: Any) 
 def test_a_system_check_warns_when_production_has_no_webhook_secret(settings: Any) -> None:
     settings.DEBUG = False
     settings.WEBHOOK_TOKEN = ""
-    assert "observability.W001" in [m.id for m in run_checks()]
+    assert "alerts.W001" in [m.id for m in run_checks()]
     settings.WEBHOOK_HMAC_SECRET = HMAC_SECRET
-    assert "observability.W001" not in [m.id for m in run_checks()]
+    assert "alerts.W001" not in [m.id for m in run_checks()]
     settings.WEBHOOK_HMAC_SECRET = ""
     settings.DEBUG = True
-    assert "observability.W001" not in [m.id for m in run_checks()]
+    assert "alerts.W001" not in [m.id for m in run_checks()]

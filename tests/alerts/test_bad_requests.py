@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from observability.models import AlertDelivery
+from alerts.models import AlertDelivery
 from tests.alerts.conftest import URL, fixture, post, variant
 
 pytestmark = pytest.mark.django_db

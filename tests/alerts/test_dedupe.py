@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from observability.models import AlertDelivery, AlertEvent
+from alerts.models import AlertDelivery, AlertEvent
 from tests.alerts.conftest import HMAC_SECRET, fixture, post, signed_headers
 from workflows.models import WorkflowRun
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
+from alerts.models import AlertEvent
 from approvals.models import ApprovalRequest
-from observability.models import AlertEvent
 from tests.alerts.conftest import fixture, post
 from tests.conftest import finish, work
 from workflows.loader import sync

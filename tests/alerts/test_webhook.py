@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from observability.models import AlertDelivery, AlertEvent
+from alerts.models import AlertDelivery, AlertEvent
 from tests.alerts.conftest import fixture, post, variant
 
 pytestmark = pytest.mark.django_db
@@ -186,7 +186,7 @@ def test_a_missing_workflow_is_a_processing_error_that_can_be_replayed(synced: N
     assert not AlertEvent.objects.exists()  # nothing claimed, so a replay starts over
 
     Workflow.objects.filter(slug="renamed").update(slug="alert-notification")
-    from observability.alerts.processing import replay
+    from alerts.processing import replay
 
     result = replay(delivery)
     assert result.status == 200 and len(result.body["workflowRunIds"]) == 1

@@ -116,7 +116,7 @@ def test_the_run_page_needs_the_view_permission(client, outsider, make_run):
 
 
 def test_an_alert_run_links_to_its_alert_and_the_delivery_that_carried_it(operator_client, make_run):
-    from observability.models import AlertDelivery, AlertEvent
+    from alerts.models import AlertDelivery, AlertEvent
 
     run = make_run(trigger="alert")
     delivery = AlertDelivery.objects.create(source="grafana", status="firing", outcome="processed")
@@ -131,8 +131,8 @@ def test_an_alert_run_links_to_its_alert_and_the_delivery_that_carried_it(operat
     )
     event.runs.add(run)
     body = page(operator_client, run)
-    event_url = reverse("admin:observability_alertevent_change", args=[event.pk])
-    delivery_url = reverse("admin:observability_alertdelivery_change", args=[delivery.pk])
+    event_url = reverse("admin:alerts_alertevent_change", args=[event.pk])
+    delivery_url = reverse("admin:alerts_alertdelivery_change", args=[delivery.pk])
     assert re.search(rf'<a class="alert-link" href="{event_url}">HighErrorRate firing since', body)
     assert f'<a class="alert-record" href="{delivery_url}">alert delivery {delivery.pk}' in body
 

@@ -207,8 +207,8 @@ def rendered_runbook(annotation: str, base: str) -> str:
     RUNBOOK_BASE_URL set to ``base``."""
     from django.test import override_settings
 
-    from observability.alerts.mapping import runbook_url
-    from observability.alerts.payload import parse
+    from alerts.mapping import runbook_url
+    from alerts.payload import parse
 
     payload = json.loads((ROOT / "tests" / "alerts" / "fixtures" / "alertmanager_firing.json").read_text())
     payload["commonAnnotations"]["runbook_url"] = annotation

@@ -116,7 +116,7 @@ def test_an_hmac_secret_alone_authenticates_the_webhook() -> None:
 def test_the_explicit_opt_out_starts_and_check_deploy_still_names_the_open_webhook() -> None:
     result = check(WEBHOOK_TOKEN="", WEBHOOK_ALLOW_UNAUTHENTICATED="true")
     assert "ImproperlyConfigured" not in result.stderr
-    assert result.returncode != 0 and "observability.W001" in result.stderr + result.stdout
+    assert result.returncode != 0 and "alerts.W001" in result.stderr + result.stdout
 
 
 @pytest.mark.slow

@@ -112,7 +112,7 @@ def test_an_alert_with_script_links_reaches_email_and_the_console_only_as_text(
     admin = User.objects.create_superuser("root-links")
     client = Client()
     client.force_login(admin)
-    pages = [f"/admin/workflows/workflowrun/{run.id}/change/", "/admin/observability/alertevent/"]
+    pages = [f"/admin/workflows/workflowrun/{run.id}/change/", "/admin/alerts/alertevent/"]
     for page in pages:
         content = client.get(page).content.decode()
         hrefs = re.findall(r"href=['\"]([^'\"]*)", content)

@@ -18,7 +18,7 @@ from django.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from observability.models import AlertDelivery
+from alerts.models import AlertDelivery
 
 pytestmark = pytest.mark.django_db
 

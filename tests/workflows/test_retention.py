@@ -20,8 +20,8 @@ from django.utils import timezone
 from django_tasks_db.models import DBTaskResult, get_date_max
 
 from agents.models import AgentRun
+from alerts.models import AlertDelivery, AlertEvent
 from approvals.models import ApprovalDecision, ApprovalRequest
-from observability.models import AlertDelivery, AlertEvent
 from tests.conftest import finish
 from tests.workflows.helpers import define
 from workflows import retention, runner

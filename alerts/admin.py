@@ -11,8 +11,8 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
-from observability.alerts import processing
-from observability.models import AlertDelivery, AlertEvent
+from alerts import processing
+from alerts.models import AlertDelivery, AlertEvent
 
 
 def _run_links(runs: QuerySet) -> str:

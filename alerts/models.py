@@ -41,6 +41,7 @@ class AlertDelivery(models.Model):
     processed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        db_table = "observability_alertdelivery"  # created by the observability app, which held it first
         ordering = ["-received_at", "-id"]
         verbose_name_plural = "alert deliveries"
 
@@ -76,6 +77,7 @@ class AlertEvent(models.Model):
     )
 
     class Meta:
+        db_table = "observability_alertevent"
         ordering = ["-last_seen_at"]
         constraints = [
             models.UniqueConstraint(fields=["fingerprint", "status", "starts_at"], name="alertevent_unique_alert")

@@ -17,10 +17,10 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from alerts import auth, processing
 from observability import metrics
-from observability.alerts import auth, processing
 
-logger = logging.getLogger("observability.alerts")
+logger = logging.getLogger("alerts")
 
 
 def _too_big(length: int | None) -> JsonResponse:

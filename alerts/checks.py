@@ -19,6 +19,6 @@ def webhook_secret_check(app_configs: Any = None, **kwargs: Any) -> list[CheckMe
             hint="Set WEBHOOK_TOKEN and/or WEBHOOK_HMAC_SECRET (or their *_FILE variants) and configure "
             "the same in Grafana's webhook contact point. Outside DEBUG the service only starts without them "
             "when WEBHOOK_ALLOW_UNAUTHENTICATED=true says a proxy in front authenticates the sender.",
-            id="observability.W001",
+            id="alerts.W001",
         )
     ]

@@ -20,14 +20,14 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from alerts import mapping
+from alerts.auth import SIGNATURE_HEADERS
+from alerts.models import AlertDelivery, AlertEvent
+from alerts.payload import Alert, Notification, PayloadError, parse
 from observability import metrics
-from observability.alerts import mapping
-from observability.alerts.auth import SIGNATURE_HEADERS
-from observability.alerts.payload import Alert, Notification, PayloadError, parse
-from observability.models import AlertDelivery, AlertEvent
 from workflows.models import TriggerSource, Workflow, WorkflowRun
 
-logger = logging.getLogger("observability.alerts")
+logger = logging.getLogger("alerts")
 
 RESOLVED_REASON = "alert resolved"
 ACTOR = "alert-webhook"

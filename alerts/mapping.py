@@ -9,9 +9,9 @@ from urllib.parse import quote, urljoin
 
 from django.conf import settings
 
-from observability.alerts.payload import Alert, Notification
+from alerts.payload import Alert, Notification
 
-logger = logging.getLogger("observability.alerts")
+logger = logging.getLogger("alerts")
 
 # Highest first: a group's severity is that of its most severe alert.
 SEVERITY_RANK = ("critical", "error", "high", "warning", "medium", "low", "info")
