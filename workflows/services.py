@@ -99,11 +99,9 @@ def trigger_workflow(
             )
     except IntegrityError:
         # The key was used before, by an earlier request or by a concurrent one that won the insert.
-        existing = (
-            WorkflowRun.objects.filter(workflow=workflow, idempotency_key=idempotency_key).first()
-            if idempotency_key
-            else None
-        )
+        if not idempotency_key:
+            raise
+        existing = WorkflowRun.objects.filter(workflow=workflow, idempotency_key=idempotency_key).first()
         if existing is None:
             raise
         return _replay(existing, idempotency_key, print_)
