@@ -369,10 +369,11 @@ def report(results: dict[str, Any]) -> str:
         c = results["api_cost"]
         per = c["instructions_per_request"]
         t.row(
-            "API trigger instr./request off/on/sampled/untraced (M)",
-            " / ".join(f"{per[mode] / 1e6:.2f}" for mode in ("off", "on", "sampled", "untraced")),
+            "API trigger instr./request off/on/every_span/sampled/untraced (M)",
+            " / ".join(f"{per[mode] / 1e6:.2f}" for mode in ("off", "on", "every_span", "sampled", "untraced")),
         )
-        t.row("  telemetry on/off, every request traced (CPU ratio)", _f(c["ratio_on"]), ">= 0.85", _load(c))
+        t.row("  telemetry on/off, every run traced (CPU ratio)", _f(c["ratio_on"]), ">= 0.85", _load(c))
+        t.row("  telemetry on/off, every query a span too (CPU ratio)", _f(c["ratio_every_span"]))
         t.row(f"  telemetry on/off, traces sampled at {c['sampled_ratio']} (CPU ratio)", _f(c["ratio_sampled"]))
         t.row("  telemetry on/off, no trace recorded (CPU ratio)", _f(c["ratio_untraced"]))
     if "web_memory" in results:

@@ -14,8 +14,12 @@ only the first call in a process does anything. What it reads:
   a collector does not log export failures. Trace ids are created either way, for logs and run pages.
 - OTEL_EXPORTER_OTLP_PROTOCOL (or the per-signal variable): ``http/protobuf`` (default) or ``grpc``;
   endpoint, headers, timeout and compression are read by the exporters themselves.
-- OTEL_TRACES_SAMPLER / _ARG, OTEL_BSP_*, OTEL_METRIC_EXPORT_INTERVAL, OTEL_BLRP_* as the SDK defines them;
-  metrics are exported every 15 s unless OTEL_METRIC_EXPORT_INTERVAL says otherwise (the SDK's default is 60 s).
+- OTEL_TRACES_SAMPLER / _ARG: ``runs`` by default (observability.tracing.RunsSampler: every run's spans and
+  every server span recorded, other spans for OTEL_TRACES_SAMPLER_ARG of the traces, default 0.1); the SDK's
+  samplers (``parentbased_always_on``, ``traceidratio``...) by name. Client spans without a parent are
+  dropped whichever is chosen (QuietRootsSampler).
+- OTEL_BSP_*, OTEL_METRIC_EXPORT_INTERVAL, OTEL_BLRP_* as the SDK defines them; metrics are exported every
+  15 s unless OTEL_METRIC_EXPORT_INTERVAL says otherwise (the SDK's default is 60 s).
 - Every process also reports its resident memory, CPU time and open file descriptors (observability.metrics).
 
 All export happens on background threads, so an unreachable collector never delays a request or a step.
@@ -43,6 +47,9 @@ logger = logging.getLogger("observability")
 DEFAULT_SERVICE_NAME = "orchestration-service"
 # Django requests that are not worth a trace: probes and scrapes (matched against the full URL).
 DEFAULT_EXCLUDED_URLS = "/healthz$,/readyz$,/metrics$"
+# The default sampler, and the fraction of traces whose detail spans (queries, HTTP calls) it records.
+RUNS_SAMPLER = "runs"
+DEFAULT_DETAIL_RATIO = 0.1
 # Default metric export interval: Prometheus' scrape interval in deploy/ (15 s).
 METRIC_EXPORT_INTERVAL_MS = 15_000
 _SIGNALS = ("traces", "metrics", "logs")
@@ -134,6 +141,34 @@ def otlp_protocol(signal_name: str, env: dict[str, str] | os._Environ[str] = os.
     return protocol
 
 
+def traces_sampler(env: dict[str, str] | os._Environ[str] = os.environ) -> Any:
+    """The sampler named by OTEL_TRACES_SAMPLER (default ``runs``), inside QuietRootsSampler.
+
+    ``runs`` takes its ratio of detail spans from OTEL_TRACES_SAMPLER_ARG (default DEFAULT_DETAIL_RATIO); any
+    other name is the SDK's, read by the SDK from the process environment.
+    """
+    from opentelemetry.sdk.trace.sampling import _get_from_env_or_default
+
+    from observability.tracing import QuietRootsSampler, RunsSampler
+
+    name = (env.get("OTEL_TRACES_SAMPLER") or RUNS_SAMPLER).strip().lower()
+    if name != RUNS_SAMPLER:
+        return QuietRootsSampler(_get_from_env_or_default())
+    raw = (env.get("OTEL_TRACES_SAMPLER_ARG") or "").strip()
+    try:
+        ratio = float(raw) if raw else DEFAULT_DETAIL_RATIO
+    except ValueError:
+        ratio = -1.0
+    if not 0.0 <= ratio <= 1.0:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            f"OTEL_TRACES_SAMPLER_ARG={raw!r}: the runs sampler records detail spans for this fraction of traces, "
+            "a number from 0 to 1"
+        )
+    return QuietRootsSampler(RunsSampler(ratio))
+
+
 def service_version() -> str:
     try:
         return metadata.version("commandcenter")
@@ -198,15 +233,14 @@ def bootstrap(role: str = "") -> bool:
 def _setup() -> list[_Stopper]:
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.sampling import _get_from_env_or_default
 
     from observability.metrics import instrument_process
-    from observability.tracing import PresetIdGenerator, QuietRootsSampler
+    from observability.tracing import PresetIdGenerator
 
     resource = build_resource()
     tracer_provider = TracerProvider(
         resource=resource,
-        sampler=QuietRootsSampler(_get_from_env_or_default()),
+        sampler=traces_sampler(),
         id_generator=PresetIdGenerator(),
         shutdown_on_exit=False,
     )

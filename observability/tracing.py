@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult, TraceIdRatioBased
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -105,6 +105,52 @@ class QuietRootsSampler(Sampler):
 
     def get_description(self) -> str:
         return f"QuietRoots{{{self.delegate.get_description()}}}"
+
+
+# The spans that make up a run, emitted by this module: always recorded by RunsSampler.
+RUN_SPANS = frozenset({"workflow.execute", "agent.execute", "approval.wait"})
+
+
+class RunsSampler(Sampler):
+    """Every run traced, the detail sampled: ``OTEL_TRACES_SAMPLER=runs`` (the default here).
+
+    Always recorded: the run's own spans (``RUN_SPANS``) and every server span, so the request that triggers a
+    run (API, re-run, alert webhook, console) is always the root of the run's trace, even below a caller's
+    unsampled ``traceparent``. Everything else (psycopg queries, outgoing HTTP calls, other internal spans) is
+    recorded for the fraction ``ratio`` of traces, decided on the trace id as ``traceidratio`` does: a trace
+    either has all its detail spans, in every process, or none.
+
+    A span whose local parent was dropped is dropped too, so no recorded span names a parent that was never
+    exported; the always-recorded spans are the exception, and none of them is started below a detail span in
+    this service (a run's spans hang below workflow.execute or the server span). A server span below a caller's
+    dropped span (for instance a run's HTTP call back into this service, not sampled) is recorded with the
+    caller's span id as its parent, which no backend will hold: it shows as a trace with a missing parent.
+    """
+
+    def __init__(self, ratio: float) -> None:
+        self.ratio = ratio
+        self._detail = TraceIdRatioBased(ratio)
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Any = None,
+        links: Any = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        parent = trace.get_current_span(parent_context).get_span_context()
+        state = parent.trace_state if parent.is_valid else None
+        if kind == SpanKind.SERVER or name in RUN_SPANS:
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, state)
+        if parent.is_valid and not parent.is_remote and not parent.trace_flags.sampled:
+            return SamplingResult(Decision.DROP, None, state)
+        return self._detail.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+    def get_description(self) -> str:
+        return f"Runs{{{self.ratio}}}"
 
 
 def _ns(moment: datetime) -> int:

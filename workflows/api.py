@@ -222,10 +222,14 @@ def trigger(
 ) -> Status:
     # payload is None only when there is no body at all; a JSON null body is refused by TriggerIn.
     require(request, permissions.TRIGGER)
-    workflow = workflow_or_404(slug)
+    found = services.workflow_with_definition(slug)  # one statement for the workflow and its nodes
+    if found is None:
+        raise HttpError(404, f"workflow {slug!r} not found")
+    workflow, definition = found
     token = getattr(request, "api_token", None)
     run, _ = services.trigger_workflow(
         workflow,
+        definition=definition,
         context=payload.value() if payload else {},
         trigger=TriggerSource.API,
         trigger_detail=f"token {token.prefix}" if token else "session",

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
@@ -35,9 +36,13 @@ class Workflow(models.Model):
     def __str__(self) -> str:
         return self.slug
 
-    def snapshot(self) -> dict[str, Any]:
-        """The definition as a run keeps it: later edits of the workflow never reach a run in flight."""
-        nodes = self.nodes.select_related("agent").order_by("position", "key")
+    def snapshot(self, nodes: Iterable[WorkflowNode] | None = None) -> dict[str, Any]:
+        """The definition as a run keeps it: later edits of the workflow never reach a run in flight.
+
+        ``nodes``: this workflow's nodes with their agents, in order, when the caller has read them already.
+        """
+        if nodes is None:
+            nodes = self.nodes.select_related("agent").order_by("position", "key")
         return {
             "slug": self.slug,
             "name": self.name,

@@ -12,7 +12,16 @@ from django.utils import timezone
 
 from observability import tracing
 from workflows import runner
-from workflows.models import RunStatus, RunStep, RunTransition, StepStatus, TriggerSource, Workflow, WorkflowRun
+from workflows.models import (
+    RunStatus,
+    RunStep,
+    RunTransition,
+    StepStatus,
+    TriggerSource,
+    Workflow,
+    WorkflowNode,
+    WorkflowRun,
+)
 
 
 class WorkflowDisabled(Exception):
@@ -24,6 +33,21 @@ class IdempotencyConflict(Exception):
     def __init__(self, key: str, run: WorkflowRun) -> None:
         super().__init__(f"Idempotency-Key {key!r} was already used for run {run.id} with a different request body")
         self.run = run
+
+
+def workflow_with_definition(slug: str) -> tuple[Workflow, dict[str, Any]] | None:
+    """The workflow ``slug`` and its definition as a run keeps it, read in one statement; None if there is none.
+
+    The trigger's one read: the nodes, each joined with its workflow and its agent. A workflow without nodes
+    has no row there and is read on its own.
+    """
+    if "\x00" in slug:  # no slug holds a NUL character, and PostgreSQL refuses to compare text with one
+        return None
+    nodes = list(
+        WorkflowNode.objects.filter(workflow__slug=slug).select_related("workflow", "agent").order_by("position", "key")
+    )
+    workflow = nodes[0].workflow if nodes else Workflow.objects.filter(slug=slug).first()
+    return None if workflow is None else (workflow, workflow.snapshot(nodes))
 
 
 def fingerprint(workflow: Workflow, context: dict[str, Any]) -> str:
@@ -42,11 +66,15 @@ def trigger_workflow(
     rerun_of: WorkflowRun | None = None,
     trace_id: str = "",
     trace_context: dict[str, str] | None = None,
+    definition: dict[str, Any] | None = None,
 ) -> tuple[WorkflowRun, bool]:
     """Creates a run from the workflow's current definition and queues its first steps.
 
+    ``definition``: ``workflow.snapshot()`` when the caller has read it already (workflow_with_definition).
     Returns (run, created). With an idempotency key already used for the same request the first run is
-    returned and nothing new is created; with a different request IdempotencyConflict is raised.
+    returned and nothing new is created; with a different request IdempotencyConflict is raised. The key is
+    checked by the unique constraint on (workflow, idempotency_key) when the run is inserted, not by a query
+    before: a replay's insert fails and its transaction is rolled back before anything else is written.
     """
     if not workflow.enabled:
         raise WorkflowDisabled(workflow)
@@ -54,14 +82,11 @@ def trigger_workflow(
         # The run joins the trace of the request (or alert) that triggers it.
         trace_id, trace_context = tracing.new_run_context()
     print_ = fingerprint(workflow, context)
-    if idempotency_key:
-        existing = WorkflowRun.objects.filter(workflow=workflow, idempotency_key=idempotency_key).first()
-        if existing is not None:
-            return _replay(existing, idempotency_key, print_)
     try:
         with transaction.atomic():
             run = _create(
                 workflow,
+                definition=definition or workflow.snapshot(),
                 context=context,
                 trigger=trigger,
                 trigger_detail=trigger_detail,
@@ -73,10 +98,12 @@ def trigger_workflow(
                 trace_context=trace_context or {},
             )
     except IntegrityError:
+        # The key was used before, by an earlier request or by a concurrent one that won the insert.
         if not idempotency_key:
             raise
-        # A concurrent request with the same key won the insert.
-        existing = WorkflowRun.objects.get(workflow=workflow, idempotency_key=idempotency_key)
+        existing = WorkflowRun.objects.filter(workflow=workflow, idempotency_key=idempotency_key).first()
+        if existing is None:
+            raise
         return _replay(existing, idempotency_key, print_)
     return run, True
 
@@ -87,8 +114,7 @@ def _replay(existing: WorkflowRun, key: str, print_: str) -> tuple[WorkflowRun, 
     return existing, False
 
 
-def _create(workflow: Workflow, **fields: Any) -> WorkflowRun:
-    definition = workflow.snapshot()
+def _create(workflow: Workflow, *, definition: dict[str, Any], **fields: Any) -> WorkflowRun:
     user = fields.pop("user")
     now = timezone.now()
     run = WorkflowRun.objects.create(

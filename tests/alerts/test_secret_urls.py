@@ -63,6 +63,7 @@ def run_notifier(receiver: Receiver, loopback: Loopback, **extra: str) -> str:
         HTTP_ALLOWED_PRIVATE_NETWORKS="127.0.0.1",
         OTEL_EXPORTER_OTLP_ENDPOINT=receiver.http_endpoint,
         OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+        OTEL_TRACES_SAMPLER_ARG="1",  # every HTTP call a span (by default, those of a tenth of the traces)
         **{f"LEAK_{name.upper()}_URL": loopback.url(path) for name, path in PATHS.items()},
         **extra,
     )

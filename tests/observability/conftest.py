@@ -130,5 +130,7 @@ def running_service(receiver: Receiver, **extra: str) -> Iterator[Service]:
 
 @pytest.fixture(scope="module")
 def service(receiver: Receiver, committed: Tokens) -> Iterator[Service]:
-    with running_service(receiver) as running:
+    # Every span recorded (the default sampler keeps queries and HTTP calls for a tenth of the traces), so the
+    # tests can look at any span of any run.
+    with running_service(receiver, OTEL_TRACES_SAMPLER_ARG="1") as running:
         yield running

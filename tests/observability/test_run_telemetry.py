@@ -49,7 +49,8 @@ def _wait(what: str, check: Any, timeout: float = 20.0) -> Any:
 def scenario(receiver: Receiver, committed: Tokens, django_db_blocker: Any) -> Iterator[Scenario]:
     from workflows.models import WorkflowRun
 
-    common = {"OTEL_METRIC_EXPORT_INTERVAL": "500", "OTEL_BSP_SCHEDULE_DELAY": "200"}
+    # Every query and HTTP call a span too (the default sampler records them for a tenth of the traces).
+    common = {"OTEL_METRIC_EXPORT_INTERVAL": "500", "OTEL_BSP_SCHEDULE_DELAY": "200", "OTEL_TRACES_SAMPLER_ARG": "1"}
     web_env = service_env(
         OTEL_EXPORTER_OTLP_ENDPOINT=receiver.http_endpoint, OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf", **common
     )
