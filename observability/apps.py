@@ -6,3 +6,41 @@ class ObservabilityConfig(AppConfig):
 
     def ready(self) -> None:
         from observability import checks  # noqa: F401 - registers the system checks
+
+        self._observe_the_core()
+        self._plug_in_alerts()
+
+    @staticmethod
+    def _observe_the_core() -> None:
+        """Telemetry observes the core's port and the approvals' events; it never vetoes anything.
+
+        The log line of an event comes before its span and metrics, as each observer runs in order.
+        """
+        from agents.executors import notifier
+        from approvals import events as approval_events
+        from observability import hooks, runlog
+        from workflows import events
+
+        events.provide_telemetry(hooks.Telemetry())
+        events.run_transitioned.observe(runlog.run_transitioned)
+        events.run_transitioned.observe(hooks.run_transitioned)
+        events.attempt_started.observe(runlog.attempt_started)
+        events.attempt_running.observe(hooks.attempt_scope)
+        events.attempt_finished.observe(runlog.attempt_finished)
+        events.attempt_finished.observe(hooks.attempt_finished)
+        events.retry_scheduled.observe(runlog.retry_scheduled)
+        events.retry_scheduled.observe(hooks.retry_scheduled)
+        events.worker_process.observe(hooks.worker_process)
+        approval_events.approval_requested.observe(runlog.approval_requested)
+        approval_events.approval_requested.observe(hooks.approval_requested)
+        approval_events.approval_decided.observe(runlog.approval_decided)
+        approval_events.approval_decided.observe(hooks.approval_decided)
+        notifier.provide_trace_link(hooks.trace_url_of_run)
+
+    @staticmethod
+    def _plug_in_alerts() -> None:
+        """The alert webhook's part: its records go with the other old rows in the retention pass."""
+        from observability.alerts import retention as alert_retention
+        from workflows import retention
+
+        retention.add_kinds(alert_retention.KINDS, alert_retention.candidates)

@@ -4,7 +4,7 @@
   a page are one grouped query, not a query per row) and that the indexes on WorkflowRun serve.
 - Run page: a read-only page with the summary, the DAG (``workflows.dag``), the timeline
   (``workflows.timeline``), attempts by retry round with their input and output, approvals, transitions and
-  links into Grafana (``observability.links``).
+  links into Grafana (the telemetry slot of ``workflows.events``).
 - Live: the run page, the run list and the approvals queue poll themselves (``static/workflows/console.js``)
   while something they show is still open; a request with the ``X-Console-Live`` header gets only the part
   that changes, read with the same queries as the page.
@@ -34,7 +34,6 @@ from django.db.models import (
     ForeignKey,
     ManyToManyField,
     Min,
-    Prefetch,
     Q,
     QuerySet,
     TextField,
@@ -52,10 +51,8 @@ from django.utils.safestring import SafeString
 
 from accounts import permissions
 from agents.models import Agent, AgentRun
-from approvals.models import ApprovalDecision, ApprovalRequest
 from config.jsonsafe import unstorable
-from observability import links
-from workflows import dag, runner, services, timeline
+from workflows import dag, events, runner, services, timeline
 from workflows.display import (
     format_duration,
     format_wait,
@@ -502,7 +499,7 @@ class WorkflowRunAdmin(RunSearchMixin, admin.ModelAdmin):
     def trace_link(self, run: WorkflowRun) -> str:
         if not run.trace_id:
             return "—"
-        url = links.run_trace_url(run)
+        url = events.telemetry.run_trace_url(run)
         if url is None:
             return format_html('<code class="run-muted" title="{}">{}…</code>', run.trace_id, run.trace_id[:8])
         return format_html(
@@ -563,13 +560,7 @@ class WorkflowRunAdmin(RunSearchMixin, admin.ModelAdmin):
             .order_by()
             .values_list("run_id", "n")
         )
-        waiting = dict(
-            ApprovalRequest.objects.filter(run_id__in=ids, status=ApprovalRequest.Status.PENDING)
-            .values("run_id")
-            .annotate(n=Count("pk"))
-            .order_by()
-            .values_list("run_id", "n")
-        )
+        waiting = events.gates.waiting(ids)
         count = len(open_runs)
         context = {
             **self.admin_site.each_context(request),
@@ -670,14 +661,10 @@ class WorkflowRunAdmin(RunSearchMixin, admin.ModelAdmin):
 def run_page(run: WorkflowRun, *, operate: bool, now: datetime | None = None) -> dict[str, Any]:
     """Everything the run page shows, read with a fixed number of queries whatever the run's size."""
     now = now or timezone.now()
+    links = events.telemetry
     steps = list(run.steps.all())
     attempts = list(AgentRun.objects.filter(run=run).order_by("started_at", "id"))
-    approvals = list(
-        ApprovalRequest.objects.filter(run=run)
-        .select_related("decided_by")
-        .prefetch_related(Prefetch("decisions", queryset=ApprovalDecision.objects.select_related("user")))
-        .order_by("requested_at")
-    )
+    approvals = events.gates.of_run(run)
     transitions = list(run.transitions.all())
     nodes = run.definition.get("nodes", [])
     names = {node["key"]: node.get("name") or node["key"] for node in nodes}
@@ -726,7 +713,9 @@ def run_page(run: WorkflowRun, *, operate: bool, now: datetime | None = None) ->
             status=statuses.get(node["key"], ""),
             detail=f"{attempts_of.get(node['key'], 0)} attempt{pluralize(attempts_of.get(node['key'], 0))}",
             href=f"#attempts-{node['key']}" if node["key"] in latest else f"#step-{node['key']}",
-            span_url=(links.attempt_span_url(run, latest[node["key"]]) or "") if node["key"] in latest else "",
+            span_url=(events.telemetry.attempt_span_url(run, latest[node["key"]]) or "")
+            if node["key"] in latest
+            else "",
         )
         for node in nodes
     ]

@@ -11,7 +11,7 @@ from ninja.pagination import paginate
 from pydantic import ConfigDict, ValidationInfo, field_validator, model_validator
 
 from accounts import permissions
-from config.api import ErrorOut, Pagination, require, with_errors
+from config.apikit import ErrorOut, Pagination, require, with_errors
 from config.jsonsafe import STORABLE_OBJECT, json_object, unstorable
 from workflows import runner, services
 from workflows.models import RunStatus, TriggerSource, Workflow, WorkflowRun

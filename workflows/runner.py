@@ -39,6 +39,7 @@ from django.db import connections, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.db.utils import DatabaseError, InterfaceError, OperationalError
 from django.utils import timezone
+from opentelemetry import context as otel_context
 
 from agents.executors import UnknownAgentType, executor_class
 from agents.executors.base import AgentError, StepCancelled, StepContext
@@ -256,7 +257,7 @@ def execute_claimed(claimed: RunStep | int, worker: str, agents: AgentLookup | N
     events.attempt_started(run, step, attempt, node)
     if outcome is None:
         assert agent is not None
-        with events.attempt_scope(run, step, attempt, node):
+        with events.attempt_running(run, step, attempt, node):
             outcome = _supervise(run, step, attempt, node, agent, worker)
     return _finish_attempt(run, step, attempt, node, worker, outcome)
 
@@ -324,16 +325,16 @@ def _supervise(
     except UnknownAgentType as exc:
         return Outcome(AgentRun.Status.FAILED, error_type="AgentUnavailable", error_message=str(exc), permanent=True)
     box: dict[str, Any] = {}
-    parent_context = events.current_context()
+    parent_context = otel_context.get_current()
 
     def target() -> None:
-        token = events.attach_context(parent_context)
+        token = otel_context.attach(parent_context)
         try:
             box["output"] = executor.execute(node["action"], attempt.input, ctx)
         except BaseException as exc:
             box["error"] = exc
         finally:
-            events.detach_context(token)
+            otel_context.detach(token)
             connections.close_all()
 
     thread = threading.Thread(target=target, name=f"step-{step.id}-{step.attempts}", daemon=True)
@@ -756,9 +757,10 @@ def advance(run: WorkflowRun, now: datetime, *, inline_worker: str | None = None
         step._state.adding = False
         step._state.db = run._state.db
         if node["approval"]["required"]:
-            from approvals.services import open_gate
-
-            open_gate(run, step, node, now)
+            step.status = StepStatus.WAITING_APPROVAL
+            step.ready_at = now
+            sql.update(RunStep, {"id": step_id}, status=step.status, ready_at=now)
+            events.gate_opened(run, step, node, now)
         elif inline is None and inline_worker is not None and not shutdown_requested.is_set():
             step.status = StepStatus.RUNNING
             step.attempts += 1
@@ -1020,7 +1022,6 @@ def maintenance() -> dict[str, int]:
     still run; a broken connection is dropped so the next job, or the next pass, starts on a fresh one.
     Pruning old rows (workflows.retention) runs in at most one pass per RETENTION_INTERVAL_SECONDS.
     """
-    from approvals.services import expire_requests
     from workflows.retention import prune_if_due
 
     def prune() -> dict[str, int]:
@@ -1029,7 +1030,7 @@ def maintenance() -> dict[str, int]:
     jobs: list[tuple[str, Callable[[], int | dict[str, int]]]] = [
         ("reaped", reap_expired_leases),
         ("requeued", requeue_stale_ready),
-        ("expired_approvals", expire_requests),
+        *((job.name, job.run) for job in events.maintenance_jobs),
         ("pruned", prune),
     ]
     done: dict[str, int] = {}
