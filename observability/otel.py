@@ -201,7 +201,7 @@ def _setup() -> list[_Stopper]:
     from opentelemetry.sdk.trace.sampling import _get_from_env_or_default
 
     from observability.metrics import instrument_process
-    from observability.tracing import PresetIdGenerator, QuietRootsSampler
+    from observability.sampling import PresetIdGenerator, QuietRootsSampler
 
     resource = build_resource()
     tracer_provider = TracerProvider(
