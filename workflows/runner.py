@@ -142,8 +142,8 @@ def claim(step_id: int, worker: str, now: datetime | None = None) -> bool:
     updated = (
         RunStep.objects.filter(Exists(run_active), id=step_id, status=StepStatus.READY)
         .filter(Q(run_after__isnull=True) | Q(run_after__lte=now))
-        .update(
-            status=StepStatus.RUNNING,
+        .move(
+            StepStatus.RUNNING,
             attempts=F("attempts") + 1,
             worker_id=worker,
             lease_expires_at=now + lease_delta(),
@@ -567,10 +567,9 @@ def _record_outcome(
             )
         elif outcome.status == AgentRun.Status.SUCCESS:
             # Written directly rather than through the ORM: this runs once for every step (workflows/sql.py).
-            owned = sql.update(
-                RunStep,
-                mine,
-                status=StepStatus.SUCCESS,
+            owned = step.move(
+                StepStatus.SUCCESS,
+                guard=mine,
                 output=outcome.output,
                 error="",
                 finished_at=now,
@@ -628,15 +627,13 @@ def handle_failure(
     delay = 0.0
     if retry:
         delay = max(backoff_delay(node["retry"], counted), retry_after)
-        fields.update(
-            status=StepStatus.READY, run_after=now + timedelta(seconds=delay), ready_at=now + timedelta(seconds=delay)
-        )
+        target = StepStatus.READY
+        fields.update(run_after=now + timedelta(seconds=delay), ready_at=now + timedelta(seconds=delay))
     else:
-        fields.update(status=StepStatus.FAILED, finished_at=now)
-    if not (guard if guard is not None else RunStep.objects.filter(id=step.id)).update(**fields):
+        target = StepStatus.FAILED
+        fields.update(finished_at=now)
+    if not step.move(target, guard=guard if guard is not None else RunStep.objects.filter(id=step.id), **fields):
         return False
-    for name, value in fields.items():
-        setattr(step, name, value)
     if retry:
         events.retry_scheduled(run, step, node, reason=error_type, delay=delay)
         enqueue_with_transaction(step.id, step.run_after if delay > 0 else None)
@@ -683,15 +680,14 @@ def handle_lost_attempt(
     }
     if retry:
         due = now + timedelta(seconds=delay)
-        fields.update(status=StepStatus.READY, run_after=due, ready_at=due)
+        target = StepStatus.READY
+        fields.update(run_after=due, ready_at=due)
     else:
-        fields.update(status=StepStatus.FAILED, finished_at=now)
-    if not guard.update(**fields):
+        target = StepStatus.FAILED
+        fields.update(finished_at=now)
+    if not step.move(target, guard=guard, **fields):
         return False
-    step.attempt_offset += 1
-    for name, value in fields.items():
-        if name != "attempt_offset":
-            setattr(step, name, value)
+    step.attempt_offset += 1  # an expression in the UPDATE, so move() left it to us
     if retry:
         events.retry_scheduled(run, step, node, reason=error_type, delay=delay)
         enqueue_with_transaction(step.id, step.run_after if delay > 0 else None)
@@ -707,8 +703,8 @@ def handle_lost_attempt(
 
 
 def _close_open_steps(run: WorkflowRun, now: datetime) -> None:
-    RunStep.objects.filter(run=run, status__in=OPEN_STEP_STATUSES).update(
-        status=StepStatus.CANCELLED, finished_at=now, lease_expires_at=None
+    RunStep.objects.filter(run=run, status__in=OPEN_STEP_STATUSES).move(
+        StepStatus.CANCELLED, finished_at=now, lease_expires_at=None
     )
     events.run_closing(run)
 
@@ -730,10 +726,7 @@ def release_gate(run: WorkflowRun, step: RunStep, now: datetime) -> None:
     commits, and the run goes back to RUNNING. Caller holds the run lock."""
     if step.status != StepStatus.WAITING_APPROVAL:
         raise InvalidTransition("step", step.status, StepStatus.READY)
-    step.status = StepStatus.READY
-    step.ready_at = now
-    step.run_after = None
-    step.save(update_fields=["status", "ready_at", "run_after"])
+    step.move(StepStatus.READY, ready_at=now, run_after=None)
     enqueue_with_transaction(step.id)
     settle(run, set(RunStep.objects.filter(run=run).values_list("status", flat=True)), now)
 
@@ -745,7 +738,7 @@ def advance(run: WorkflowRun, now: datetime, *, inline_worker: str | None = None
     returned, so the caller runs it next without a trip through the queue. Caller holds the run lock.
     """
     # Plain rows, not model instances: this runs after every step, over every step of the run.
-    rows = sql.step_rows(run.id)
+    rows = RunStep.rows_of(run.id)
     status_of = {key: status for _, key, status, _, _ in rows}
     nodes = {node["key"]: node for node in run.definition["nodes"]}
     inline: RunStep | None = None
@@ -757,32 +750,20 @@ def advance(run: WorkflowRun, now: datetime, *, inline_worker: str | None = None
         step._state.adding = False
         step._state.db = run._state.db
         if node["approval"]["required"]:
-            step.status = StepStatus.WAITING_APPROVAL
-            step.ready_at = now
-            sql.update(RunStep, {"id": step_id}, status=step.status, ready_at=now)
+            step.move(StepStatus.WAITING_APPROVAL, ready_at=now)
             events.gate_opened(run, step, node, now)
         elif inline is None and inline_worker is not None and not shutdown_requested.is_set():
-            step.status = StepStatus.RUNNING
-            step.attempts += 1
-            step.worker_id = inline_worker
-            step.lease_expires_at = now + lease_delta()
-            step.started_at = now
-            step.ready_at = now
-            sql.update(
-                RunStep,
-                {"id": step_id},
-                status=step.status,
-                attempts=step.attempts,
-                worker_id=step.worker_id,
-                lease_expires_at=step.lease_expires_at,
+            step.move(
+                StepStatus.RUNNING,
+                attempts=step.attempts + 1,
+                worker_id=inline_worker,
+                lease_expires_at=now + lease_delta(),
                 started_at=now,
                 ready_at=now,
             )
             inline = step
         else:
-            step.status = StepStatus.READY
-            step.ready_at = now
-            sql.update(RunStep, {"id": step_id}, status=step.status, ready_at=now)
+            step.move(StepStatus.READY, ready_at=now)
             enqueue_with_transaction(step.id)
         status_of[key] = step.status
     settle(run, set(status_of.values()), now)
@@ -829,21 +810,13 @@ def retry_run(run: WorkflowRun, *, actor: str) -> None:
         if locked.status != RunStatus.FAILED:
             raise InvalidTransition("run", locked.status, RunStatus.RUNNING)
         for step in RunStep.objects.filter(run=locked, status__in=(StepStatus.FAILED, StepStatus.CANCELLED)):
-            step.status = StepStatus.PENDING
-            step.attempt_offset = step.attempts
-            step.infrastructure_attempts = 0
-            step.error = ""
-            step.finished_at = None
-            step.run_after = None
-            step.save(
-                update_fields=[
-                    "status",
-                    "attempt_offset",
-                    "infrastructure_attempts",
-                    "error",
-                    "finished_at",
-                    "run_after",
-                ]
+            step.move(
+                StepStatus.PENDING,
+                attempt_offset=step.attempts,
+                infrastructure_attempts=0,
+                error="",
+                finished_at=None,
+                run_after=None,
             )
         now = timezone.now()
         locked.transition(RunStatus.RUNNING, reason="retry of failed steps", actor=actor)
