@@ -8,7 +8,7 @@
 - Live: the run page, the run list and the approvals queue poll themselves (``static/workflows/console.js``)
   while something they show is still open; a request with the ``X-Console-Live`` header gets only the part
   that changes, read with the same queries as the page.
-- Actions (cancel, retry failed steps, re-run): POST + CSRF, through the same ``runner``/``services``
+- Actions (cancel, retry failed steps, re-run): POST + CSRF, through the same ``workflows.actions``
   functions as the API, for users with ``workflows.change_workflowrun`` (the "operate runs" permission);
   domain errors become admin messages. Cancelling, one run or many, asks for confirmation first.
 - Workflows: nodes edited inline with the DAG validated on save and drawn on the page; "Trigger now" with a
@@ -52,7 +52,7 @@ from django.utils.safestring import SafeString
 from accounts import permissions
 from agents.models import Agent, AgentRun
 from config.jsonsafe import unstorable
-from workflows import dag, events, runner, services, timeline
+from workflows import actions, dag, events, services, timeline
 from workflows.display import (
     format_duration,
     format_wait,
@@ -241,12 +241,8 @@ class WorkflowAdmin(admin.ModelAdmin):
         form = TriggerForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
-                run, _ = services.trigger_workflow(
-                    workflow,
-                    context=form.cleaned_data["context"],
-                    trigger=TriggerSource.ADMIN,
-                    trigger_detail=f"admin: {request.user.get_username()}",
-                    user=request.user,
+                run, _ = actions.trigger(
+                    workflow, acting_user=request.user, context=form.cleaned_data["context"], channel="admin"
                 )
             except services.WorkflowDisabled as exc:
                 form.add_error(None, str(exc))
@@ -514,20 +510,19 @@ class WorkflowRunAdmin(RunSearchMixin, admin.ModelAdmin):
     # -- actions on selected runs (the list) and on one run (the run page)
 
     def _act(self, request: HttpRequest, runs: Any, action: str) -> WorkflowRun | None:
-        """Runs ``action`` on each run through the runner/services; reports each outcome; returns a new run."""
-        actor = request.user.get_username()
+        """Runs ``action`` on each run through workflows.actions; reports each outcome; returns a new run."""
         done: list[str] = []
         created: WorkflowRun | None = None
         for run in runs:
             try:
                 if action == "cancel":
-                    runner.cancel_run(run, reason=f"cancelled in the admin by {actor}", actor=actor)
+                    actions.cancel(run, acting_user=request.user, channel="admin")
                     done.append(f"Cancelled run {run.pk}.")
                 elif action == "retry":
-                    runner.retry_run(run, actor=actor)
+                    actions.retry_failed_steps(run, acting_user=request.user)
                     done.append(f"Retrying the failed steps of run {run.pk}.")
                 elif action == "rerun":
-                    created = services.rerun(run, user=request.user)
+                    created = actions.rerun(run, acting_user=request.user)
                     done.append(f"Started run {created.pk}, a re-run of {run.pk}.")
                 else:
                     raise Http404(f"unknown action {action!r}")

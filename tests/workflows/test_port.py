@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -18,15 +20,21 @@ from workflows.services import trigger_workflow
 AGENTS = [{"slug": "p-echo", "type": "echo"}]
 
 
+def _probe(value: int) -> None: ...
+
+
 def test_a_guard_that_raises_vetoes_and_an_observer_that_raises_is_only_logged(caplog) -> None:
-    event = events.event("probe", lambda value: None)
+    event = events.event("probe", _probe)
     seen: list[int] = []
 
     def broken(value: int) -> None:
         raise RuntimeError("observer bug")
 
+    def record(value: int) -> None:
+        seen.append(value)
+
     event.observe(broken)
-    event.observe(seen.append)
+    event.observe(record)
     with caplog.at_level(logging.ERROR, logger="workflows.events"):
         event(1)
     assert seen == [1]
@@ -64,7 +72,7 @@ def test_a_missing_required_guard_fails_the_check_and_the_start() -> None:
 def test_a_vetoing_guard_rolls_the_gate_back_with_the_trigger(tmp_path: Path) -> None:
     wf = define(tmp_path, "vetoed", [{"key": "g", "agent": "p-echo", "approval": {"required": True}}], AGENTS)
 
-    def refuse(*args: object) -> None:
+    def refuse(run: WorkflowRun, step: RunStep, node: dict[str, Any], now: datetime) -> None:
         raise RuntimeError("gate refused")
 
     events.gate_opened.connect(refuse)
@@ -78,7 +86,10 @@ def test_a_vetoing_guard_rolls_the_gate_back_with_the_trigger(tmp_path: Path) ->
 
 @pytest.mark.django_db
 def test_a_step_moves_only_as_the_move_table_allows(tmp_path: Path) -> None:
-    nodes = [{"key": "a", "agent": "p-echo"}, {"key": "b", "agent": "p-echo", "depends_on": ["a"]}]
+    nodes: list[dict[str, Any]] = [
+        {"key": "a", "agent": "p-echo"},
+        {"key": "b", "agent": "p-echo", "depends_on": ["a"]},
+    ]
     wf = define(tmp_path, "moves", nodes, AGENTS)
     run, _ = trigger_workflow(wf, context={})
     a, b = run.steps.order_by("position")
