@@ -68,7 +68,7 @@ def test_the_step_is_queued_only_with_a_committed_decision(make_workflow, operat
     req = at_gate(run)
     step = RunStep.objects.get(run=run, key="gate")
     assert _queued_for(step) == 0
-    with mock.patch.object(services.runner, "settle", side_effect=RuntimeError("boom")), pytest.raises(RuntimeError):
+    with mock.patch("workflows.runner.settling.settle", side_effect=RuntimeError("boom")), pytest.raises(RuntimeError):
         approve(req, operator)
     req.refresh_from_db()
     step.refresh_from_db()
