@@ -8,7 +8,10 @@ class WorkflowsConfig(AppConfig):
     name = "workflows"
 
     def ready(self) -> None:
+        from workflows import runner, tasks
+
         register(check_port_listeners)
+        tasks.provide_runner(runner.run_step)
 
 
 def check_port_listeners(app_configs: Any = None, **kwargs: Any) -> list[Error]:

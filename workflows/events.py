@@ -16,8 +16,8 @@ An event made with ``required=`` names the app that must guard it: without that 
 wait for ever, so ``missing_listeners()`` names the gap, and the system check and every process's start
 (web and worker) refuse to run with one.
 
-Dispatch is a loop over a tuple of callables, bound when the listener connects: the runner publishes on its
-hot path (claim, finish), and an event nobody listens to costs one empty loop.
+Dispatch (workflows.port) is a loop over a tuple of callables, bound when the listener connects: the runner
+publishes on its hot path (claim, finish), and an event nobody listens to costs one empty loop.
 
 Besides events, the port has slots that an app fills: ``telemetry`` (a new run's trace context and the links
 to its trace, for the console), ``gates`` (what the console shows of a run's approvals) and
@@ -26,99 +26,22 @@ to its trace, for the console), ``gates`` (what the console shows of a run's app
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+
+from workflows import models
+from workflows.port import Event, event, scope
 
 if TYPE_CHECKING:
     from agents.models import AgentRun
     from workflows.models import RunStep, WorkflowRun
 
-logger = logging.getLogger("workflows.events")
-
-
-class Event[**P]:
-    """One thing that happens in the core, with its guards (may veto) and observers (never raise)."""
-
-    def __init__(self, name: str, *, required: str = "") -> None:
-        self.name = name
-        self.required = required
-        self.guards: tuple[Callable[P, object], ...] = ()
-        self.observers: tuple[Callable[P, object], ...] = ()
-
-    def connect(self, guard: Callable[P, object]) -> None:
-        """Runs ``guard`` inside the caller's transaction; its exception vetoes what happened."""
-        if guard not in self.guards:
-            self.guards = (*self.guards, guard)
-
-    def observe(self, observer: Callable[P, object]) -> None:
-        """Runs ``observer`` after the guards; its exceptions are logged, never raised."""
-        if observer not in self.observers:
-            self.observers = (*self.observers, observer)
-
-    def disconnect(self, listener: Callable[P, object]) -> None:
-        self.guards = tuple(fn for fn in self.guards if fn != listener)
-        self.observers = tuple(fn for fn in self.observers if fn != listener)
-
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> None:
-        for guard in self.guards:
-            guard(*args, **kwargs)
-        for observer in self.observers:
-            try:
-                observer(*args, **kwargs)
-            except Exception:
-                logger.exception("listener %s of %s failed", getattr(observer, "__qualname__", observer), self.name)
-
-    def __repr__(self) -> str:
-        return f"<Event {self.name}: {len(self.guards)} guards, {len(self.observers)} observers>"
-
-
-class Scope[**P]:
-    """Something that lasts (an attempt running, a worker process): observers wrap it in context managers.
-
-    A listener that fails to make its context manager is logged and left out; the work goes on.
-    """
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.observers: tuple[Callable[P, AbstractContextManager[Any]], ...] = ()
-
-    def observe(self, observer: Callable[P, AbstractContextManager[Any]]) -> None:
-        if observer not in self.observers:
-            self.observers = (*self.observers, observer)
-
-    def disconnect(self, observer: Callable[P, AbstractContextManager[Any]]) -> None:
-        self.observers = tuple(fn for fn in self.observers if fn != observer)
-
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> AbstractContextManager[Any]:
-        if not self.observers:
-            return nullcontext()
-        if len(self.observers) == 1:
-            return self._made(self.observers[0], args, kwargs)
-        return self._stacked(args, kwargs)
-
-    def _made(self, observer: Callable[P, AbstractContextManager[Any]], args: Any, kwargs: Any) -> Any:
-        try:
-            return observer(*args, **kwargs)
-        except Exception:
-            logger.exception("listener %s of %s failed", getattr(observer, "__qualname__", observer), self.name)
-            return nullcontext()
-
-    @contextmanager
-    def _stacked(self, args: Any, kwargs: Any) -> Iterator[None]:
-        with ExitStack() as stack:
-            for observer in self.observers:
-                stack.enter_context(self._made(observer, args, kwargs))
-            yield
-
 
 # --- The events ------------------------------------------------------------------------------------------
 
 
-def _run_transitioned(run: WorkflowRun, previous: str, target: str, *, reason: str, actor: str) -> None: ...
 def _run_closing(run: WorkflowRun) -> None: ...
 def _gate_opened(run: WorkflowRun, step: RunStep, node: dict[str, Any], now: datetime) -> None: ...
 def _attempt(run: WorkflowRun, step: RunStep, attempt: AgentRun, node: dict[str, Any]) -> None: ...
@@ -126,18 +49,9 @@ def _retry(run: WorkflowRun, step: RunStep, node: dict[str, Any], *, reason: str
 def _process(role: str) -> None: ...
 
 
-def event[**P](name: str, signature: Callable[P, None], *, required: str = "") -> Event[P]:
-    """An Event whose listeners take ``signature``'s arguments (the stub only types them)."""
-    return Event[P](name, required=required)
-
-
-def scope[**P](name: str, signature: Callable[P, None]) -> Scope[P]:
-    """A Scope whose listeners take ``signature``'s arguments."""
-    return Scope[P](name)
-
-
 # A run moved between statuses (WorkflowRun.transition, inside the run's transaction; its row is written).
-run_transitioned = event("run_transitioned", _run_transitioned)
+# Declared beside WorkflowRun, which publishes it, so that the models need nothing from this module.
+run_transitioned = models.run_transitioned
 # The run is about to end (failed, rejected, cancelled) while steps may still be open; the run lock is held.
 run_closing = event("run_closing", _run_closing, required="approvals")
 # A step whose dependencies succeeded needs an approval: it is now WAITING_APPROVAL, in the run's transaction.

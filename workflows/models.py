@@ -8,7 +8,8 @@ from django.db import models
 from django.db.models.expressions import Combinable
 from django.utils import timezone
 
-from workflows import events, sql
+from workflows import sql
+from workflows.port import event
 
 
 class InvalidTransition(Exception):
@@ -263,8 +264,15 @@ class WorkflowRun(models.Model):
         transition = RunTransition.objects.create(
             run=self, from_status=previous, to_status=target, reason=reason[:1000], actor=actor[:200], at=now
         )
-        events.run_transitioned(self, previous, target, reason=reason, actor=actor)
+        run_transitioned(self, previous, target, reason=reason, actor=actor)
         return transition
+
+
+def _run_transitioned(run: WorkflowRun, previous: str, target: str, *, reason: str, actor: str) -> None: ...
+
+
+# Published by WorkflowRun.transition; part of the core's port (see workflows.events).
+run_transitioned = event("run_transitioned", _run_transitioned)
 
 
 class RunTransition(models.Model):

@@ -32,6 +32,7 @@ from workflows.runner.lease import (
     logger,
 )
 from workflows.runner.settling import handle_lost_attempt
+from workflows.tasks import execute_step
 
 
 def reap_expired_leases(limit: int = 100) -> int:
@@ -127,8 +128,6 @@ def _close_queue_rows(now: datetime, message: str, *, worker: str = "", steps: s
     from django.tasks import TaskResultStatus
     from django_tasks_db.models import DBTaskResult
 
-    from workflows.tasks import execute_step
-
     running = DBTaskResult.objects.filter(status=TaskResultStatus.RUNNING, task_path=execute_step.module_path)
     ids = [
         pk
@@ -185,8 +184,6 @@ def _queued_step_ids(*, started_after: datetime) -> set[int]:
     """
     from django.tasks import TaskResultStatus
     from django_tasks_db.models import DBTaskResult
-
-    from workflows.tasks import execute_step
 
     pending = DBTaskResult.objects.filter(
         Q(status=TaskResultStatus.READY) | Q(status=TaskResultStatus.RUNNING, started_at__gte=started_after),

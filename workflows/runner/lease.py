@@ -27,6 +27,7 @@ from workflows.models import (
     StepStatus,
     WorkflowRun,
 )
+from workflows.tasks import execute_step
 
 logger = logging.getLogger("workflows.runner")
 
@@ -78,8 +79,6 @@ def lease_delta() -> timedelta:
 
 
 def enqueue_step(step_id: int, run_after: datetime | None = None) -> None:
-    from workflows.tasks import execute_step
-
     task = execute_step if run_after is None else execute_step.using(run_after=run_after)
     task.enqueue(step_id)
 
