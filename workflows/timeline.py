@@ -13,6 +13,8 @@ each step's running and waiting time, and the bars. So the figures agree with ea
 - Long waits during which nothing ran (an approval, an idle afternoon, a long backoff) are compressed behind an
   axis break, so that they do not squeeze the attempts into slivers; the bars in them keep their real
   durations in their labels.
+
+Just over 400 lines: the rounds, the segments and the compressed axis depend on one another's arithmetic.
 """
 
 from __future__ import annotations
