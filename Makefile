@@ -28,9 +28,10 @@ run: install ## Quick start on SQLite: migrate, sync demo workflows, admin user,
 test: install test-deps ## Run the whole test suite against PostgreSQL (DATABASE_URL, default 127.0.0.1:5432)
 	@scripts/with-test-db $(PY) -m pytest $(PYTEST_ARGS)
 
-lint: install ## ruff (format check + lint), Django checks, migrations up to date
+lint: install ## ruff (format check + lint), the import layers contract, Django checks, migrations up to date
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	DEBUG=1 $(PY) manage.py check
 	DEBUG=1 $(PY) manage.py makemigrations --check --dry-run
 

@@ -13,4 +13,3 @@ class AccountsConfig(AppConfig):
         # After every app's migrations (and their permissions) exist.
         post_migrate.connect(ensure_roles, dispatch_uid="accounts.ensure_roles")
         from accounts import throttle  # noqa: F401 - connects the sign-in signal receivers
-        from config import checks  # noqa: F401 - registers the deploy checks

@@ -18,7 +18,7 @@ from django.utils.html import format_html
 
 from agents.executors import EXECUTORS, UnknownAgentType, executor_class
 from agents.models import Agent, AgentRun
-from config.admin import ReadOnlyModelAdmin
+from config.adminkit import ReadOnlyModelAdmin
 
 MASK = "********"
 

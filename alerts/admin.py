@@ -13,6 +13,7 @@ from django.utils.text import Truncator
 
 from alerts import processing
 from alerts.models import AlertDelivery, AlertEvent
+from workflows.models import WorkflowRun
 
 
 def _run_links(runs: QuerySet) -> str:
@@ -24,6 +25,21 @@ def _run_links(runs: QuerySet) -> str:
         )
         or "-"
     )
+
+
+def origins_of(run: WorkflowRun) -> list[dict[str, str]]:
+    """The run page's "started by" links for an alert-triggered run: the alerts that started it, then the
+    deliveries that carried them (registered with workflows.runpage by AlertsConfig.ready())."""
+    found = []
+    for model, page in (
+        (AlertEvent, "admin:alerts_alertevent_change"),
+        (AlertDelivery, "admin:alerts_alertdelivery_change"),
+    ):
+        for record in model._default_manager.filter(runs=run).order_by("-pk")[:5]:
+            found.append(
+                {"label": str(record), "url": reverse(page, args=[record.pk]), "kind": str(model._meta.verbose_name)}
+            )
+    return found
 
 
 @admin.register(AlertDelivery)

@@ -31,7 +31,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 
 from approvals import services
 from approvals.models import ApprovalDecision, ApprovalRequest, PendingApproval
-from config.admin import ReadOnlyModelAdmin
+from config.adminkit import ReadOnlyModelAdmin
 from config.jsonsafe import unstorable
 from workflows.admin import is_live, labelled_choices
 from workflows.display import format_wait, status_badge, status_label

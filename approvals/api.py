@@ -15,7 +15,7 @@ from pydantic import ConfigDict, field_validator, model_validator
 from accounts import permissions
 from approvals import services
 from approvals.models import ApprovalDecision, ApprovalRequest
-from config.api import ErrorOut, Pagination, require, with_errors
+from config.apikit import ErrorOut, Pagination, require, with_errors
 from config.jsonsafe import NO_NUL, json_object, unstorable
 
 router = Router(tags=["approvals"])

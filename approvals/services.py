@@ -4,6 +4,9 @@ Every operator decision goes through ``decide``. It locks the run row first and 
 runner's lock order), so a decision, a finishing step, an expiry and a cancellation of the same run are
 serialised; the first decisive outcome wins and everything after it is told who decided and when. The
 run is resumed (or rejected) in the same transaction, and the resumed step is queued only after commit.
+
+Over 400 lines: a gate's whole life (opened, decided, expired, cancelled) shares one lock order and one way of
+announcing outcomes, which reads best in one place.
 """
 
 from __future__ import annotations
@@ -15,12 +18,15 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractUser, AnonymousUser
 from django.db import transaction
+from django.db.models import Count, Prefetch
 from django.utils import timezone
 
 from accounts import permissions
+from approvals import events
 from approvals.models import ApprovalDecision, ApprovalRequest
 from config.jsonsafe import unstorable
-from workflows import events, runner
+from workflows import events as events_port
+from workflows import runner
 from workflows.models import RunStatus, RunStep, StepStatus, WorkflowRun
 from workflows.templating import TemplateError, render_inputs
 
@@ -70,15 +76,12 @@ def _username(user: Any) -> str:
     return str(getattr(user, "username", "") or "")
 
 
-# --- Opening and closing gates (called by the runner, which holds the run lock) ---------------------------
+# --- Opening and closing gates (guards of the core's gate_opened and run_closing: the run lock is held) -----
 
 
 def open_gate(run: WorkflowRun, step: RunStep, node: dict[str, Any], now: datetime) -> ApprovalRequest:
-    """Parks the step in WAITING_APPROVAL and asks for a decision. Caller holds the run lock."""
+    """Asks for a decision on a step the runner has parked in WAITING_APPROVAL. Caller holds the run lock."""
     gate = node["approval"]
-    step.status = StepStatus.WAITING_APPROVAL
-    step.ready_at = now
-    step.save(update_fields=["status", "ready_at"])
     timeout = gate.get("timeout_seconds")
     request = ApprovalRequest.objects.create(
         run=run,
@@ -463,3 +466,24 @@ def preview_inputs(request: ApprovalRequest, upstream: dict[str, Any] | None = N
         return render_inputs(template, scope), ""
     except (TemplateError, KeyError) as exc:
         return None, str(exc)
+
+
+class RunGates(events_port.Gates):
+    """The core's ``gates`` slot: a run's approvals as its page shows them."""
+
+    def of_run(self, run: WorkflowRun) -> list[ApprovalRequest]:
+        return list(
+            ApprovalRequest.objects.filter(run=run)
+            .select_related("decided_by")
+            .prefetch_related(Prefetch("decisions", queryset=ApprovalDecision.objects.select_related("user")))
+            .order_by("requested_at")
+        )
+
+    def waiting(self, run_ids: list[Any]) -> dict[Any, int]:
+        return dict(
+            ApprovalRequest.objects.filter(run_id__in=run_ids, status=ApprovalRequest.Status.PENDING)
+            .values("run_id")
+            .annotate(n=Count("pk"))
+            .order_by()
+            .values_list("run_id", "n")
+        )

@@ -21,21 +21,12 @@ from django.utils import timezone
 RECENT = timedelta(hours=24)
 
 
-class ReadOnlyModelAdmin(admin.ModelAdmin):
-    """Rows that change only through the service's own functions: the admin shows them and nothing more."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 class ConsoleAdminConfig(AdminConfig):
     default_site = "config.admin.ConsoleAdminSite"
+
+    def ready(self) -> None:
+        super().ready()
+        from config import checks  # noqa: F401 - registers the deploy checks
 
 
 def pending_approvals_url() -> str:

@@ -136,7 +136,7 @@ else:
     RQ_QUEUES = {"default": {"URL": REDIS_URL}}
     TASKS = {"default": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": ["default"]}}
 
-# Runner: see workflows/runner.py for what each knob governs.
+# Runner: see workflows/runner/ for what each knob governs.
 RUNNER_LEASE_SECONDS = envfloat("RUNNER_LEASE_SECONDS", 30.0, minimum=1.0)
 RUNNER_REAPER_INTERVAL = envfloat("RUNNER_REAPER_INTERVAL", 5.0, minimum=0.1)
 RUNNER_READY_GRACE_SECONDS = envfloat("RUNNER_READY_GRACE_SECONDS", 60.0, minimum=1.0)

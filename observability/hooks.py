@@ -1,4 +1,5 @@
-"""Spans and metrics for the runner's events (workflows/events.py calls these).
+"""Spans and metrics for the runner's events: the observers that ``connect()`` plugs into workflows.events
+and approvals.events (the structured run log is observed by observability.runlog).
 
 Each hook returns at once when telemetry is off in this process, and none of them lets an error escape:
 a telemetry bug must never fail a step or roll back a run's transaction.
@@ -19,7 +20,8 @@ from django.utils import timezone
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from observability import metrics, otel, tracing
+from observability import links, metrics, otel, tracing
+from workflows import events
 
 if TYPE_CHECKING:
     from agents.models import AgentRun
@@ -82,7 +84,7 @@ def in_run_of(request: ApprovalRequest) -> AbstractContextManager[Any]:
 
 
 @_safe
-def run_transitioned(run: WorkflowRun, previous: str, target: str) -> None:
+def run_transitioned(run: WorkflowRun, previous: str, target: str, *, reason: str = "", actor: str = "") -> None:
     if target in TERMINAL:
         # Emitted once the decision is committed; a rolled-back transition never happened.
         transaction.on_commit(functools.partial(_run_finished, copy.copy(run)), robust=True)
@@ -148,7 +150,7 @@ def attempt_finished(run: WorkflowRun, step: RunStep, attempt: AgentRun, node: d
 
 
 @_safe
-def retry_scheduled(node: dict[str, Any], reason: str) -> None:
+def retry_scheduled(run: WorkflowRun, step: RunStep, node: dict[str, Any], *, reason: str, delay: float) -> None:
     metrics.record_retry(agent_type=str(node.get("agent_type", "")), reason=reason)
 
 
@@ -183,3 +185,39 @@ def approval_decided(request: ApprovalRequest, decision: str, approver: str, cha
         seconds=wait_seconds,
         context=tracing.span_context_of(span),
     )
+
+
+class Telemetry(events.Telemetry):
+    """The core's telemetry slot, filled: trace contexts from observability.tracing, links to Grafana."""
+
+    def new_run_context(self) -> tuple[str, dict[str, str]]:
+        return tracing.new_run_context()
+
+    def run_trace_url(self, run: WorkflowRun) -> str | None:
+        return links.run_trace_url(run)
+
+    def attempt_span_url(self, run: WorkflowRun, attempt: AgentRun) -> str | None:
+        return links.attempt_span_url(run, attempt)
+
+    def run_links(self, run: WorkflowRun) -> dict[str, str]:
+        return links.run_links(run)
+
+
+@contextmanager
+def worker_process(role: str) -> Iterator[None]:
+    """Telemetry for a worker process's whole life: set up before it takes work, flushed when it stops."""
+    otel.bootstrap(role=role)
+    try:
+        yield
+    finally:
+        otel.shutdown()
+
+
+def trace_url_of_run(run_id: str) -> str:
+    """The run's trace in Grafana Explore, for the notifier's messages; empty without GRAFANA_URL or a trace id."""
+    from workflows.models import WorkflowRun
+
+    run = WorkflowRun.objects.filter(id=run_id).first()
+    if run is None or not run.trace_id:
+        return ""
+    return links.run_trace_url(run) or ""

@@ -4,15 +4,19 @@
   a page are one grouped query, not a query per row) and that the indexes on WorkflowRun serve.
 - Run page: a read-only page with the summary, the DAG (``workflows.dag``), the timeline
   (``workflows.timeline``), attempts by retry round with their input and output, approvals, transitions and
-  links into Grafana (``observability.links``).
+  links into Grafana (the telemetry slot of ``workflows.events``).
 - Live: the run page, the run list and the approvals queue poll themselves (``static/workflows/console.js``)
   while something they show is still open; a request with the ``X-Console-Live`` header gets only the part
   that changes, read with the same queries as the page.
-- Actions (cancel, retry failed steps, re-run): POST + CSRF, through the same ``runner``/``services``
+- Actions (cancel, retry failed steps, re-run): POST + CSRF, through the same ``workflows.actions``
   functions as the API, for users with ``workflows.change_workflowrun`` (the "operate runs" permission);
   domain errors become admin messages. Cancelling, one run or many, asks for confirmation first.
 - Workflows: nodes edited inline, the workflow validated on save through ``workflows.schema`` (the loader's rules
   and messages) and drawn on the page; "Trigger now" with a context JSON.
+
+Over 400 lines because Django wants each ModelAdmin whole in one class: the run list's filters, search, bulk
+actions with their confirmation and live refresh are one WorkflowRunAdmin. What the run page shows is built
+in workflows.runpage; the timeline in workflows.timeline; the actions run in workflows.actions.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ import copy
 import json
 import uuid
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from django import forms
@@ -31,10 +34,7 @@ from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import (
     Count,
-    ForeignKey,
-    ManyToManyField,
     Min,
-    Prefetch,
     Q,
     QuerySet,
     TextField,
@@ -45,22 +45,18 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllow
 from django.shortcuts import get_object_or_404
 from django.template.defaultfilters import pluralize
 from django.template.response import TemplateResponse
-from django.urls import NoReverseMatch, URLPattern, path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from pydantic import ValidationError as PydanticValidationError
 
 from accounts import permissions
-from agents.models import Agent, AgentRun
-from approvals.models import ApprovalDecision, ApprovalRequest
+from agents.models import Agent
 from config.jsonsafe import unstorable
-from observability import links
-from workflows import dag, runner, services, timeline
+from workflows import actions, dag, events, services, timeline
 from workflows.display import (
     format_duration,
-    format_wait,
-    pretty_json,
     status_badge,
     status_label,
     trigger_label,
@@ -69,14 +65,13 @@ from workflows.models import (
     OPEN_STEP_STATUSES,
     TERMINAL_RUN_STATUSES,
     InvalidTransition,
-    RunStatus,
     RunStep,
     StepStatus,
-    TriggerSource,
     Workflow,
     WorkflowNode,
     WorkflowRun,
 )
+from workflows.runpage import run_page
 from workflows.schema import WorkflowDefinition, problems
 
 ERROR_EXCERPT_CHARS = 160
@@ -85,13 +80,6 @@ ERROR_EXCERPT_CHARS = 160
 def may_operate(request: HttpRequest) -> bool:
     """Cancel, retry, re-run and trigger: the same permission the API checks (accounts.permissions)."""
     return permissions.allows(request.user, permissions.OPERATE)
-
-
-def _admin_url(name: str, *args: Any) -> str | None:
-    try:
-        return reverse(f"admin:{name}", args=args)
-    except NoReverseMatch:
-        return None
 
 
 # --- Workflows ------------------------------------------------------------------------------------------
@@ -272,12 +260,8 @@ class WorkflowAdmin(admin.ModelAdmin):
         form = TriggerForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
-                run, _ = services.trigger_workflow(
-                    workflow,
-                    context=form.cleaned_data["context"],
-                    trigger=TriggerSource.ADMIN,
-                    trigger_detail=f"admin: {request.user.get_username()}",
-                    user=request.user,
+                run, _ = actions.trigger(
+                    workflow, acting_user=request.user, context=form.cleaned_data["context"], channel="admin"
                 )
             except services.WorkflowDisabled as exc:
                 form.add_error(None, str(exc))
@@ -530,7 +514,7 @@ class WorkflowRunAdmin(RunSearchMixin, admin.ModelAdmin):
     def trace_link(self, run: WorkflowRun) -> str:
         if not run.trace_id:
             return "—"
-        url = links.run_trace_url(run)
+        url = events.telemetry.run_trace_url(run)
         if url is None:
             return format_html('<code class="run-muted" title="{}">{}…</code>', run.trace_id, run.trace_id[:8])
         return format_html(
@@ -545,20 +529,19 @@ class WorkflowRunAdmin(RunSearchMixin, admin.ModelAdmin):
     # -- actions on selected runs (the list) and on one run (the run page)
 
     def _act(self, request: HttpRequest, runs: Any, action: str) -> WorkflowRun | None:
-        """Runs ``action`` on each run through the runner/services; reports each outcome; returns a new run."""
-        actor = request.user.get_username()
+        """Runs ``action`` on each run through workflows.actions; reports each outcome; returns a new run."""
         done: list[str] = []
         created: WorkflowRun | None = None
         for run in runs:
             try:
                 if action == "cancel":
-                    runner.cancel_run(run, reason=f"cancelled in the admin by {actor}", actor=actor)
+                    actions.cancel(run, acting_user=request.user, channel="admin")
                     done.append(f"Cancelled run {run.pk}.")
                 elif action == "retry":
-                    runner.retry_run(run, actor=actor)
+                    actions.retry_failed_steps(run, acting_user=request.user)
                     done.append(f"Retrying the failed steps of run {run.pk}.")
                 elif action == "rerun":
-                    created = services.rerun(run, user=request.user)
+                    created = actions.rerun(run, acting_user=request.user)
                     done.append(f"Started run {created.pk}, a re-run of {run.pk}.")
                 else:
                     raise Http404(f"unknown action {action!r}")
@@ -591,13 +574,7 @@ class WorkflowRunAdmin(RunSearchMixin, admin.ModelAdmin):
             .order_by()
             .values_list("run_id", "n")
         )
-        waiting = dict(
-            ApprovalRequest.objects.filter(run_id__in=ids, status=ApprovalRequest.Status.PENDING)
-            .values("run_id")
-            .annotate(n=Count("pk"))
-            .order_by()
-            .values_list("run_id", "n")
-        )
+        waiting = events.gates.waiting(ids)
         count = len(open_runs)
         context = {
             **self.admin_site.each_context(request),
@@ -693,147 +670,3 @@ class WorkflowRunAdmin(RunSearchMixin, admin.ModelAdmin):
         }
         template = "admin/workflows/workflowrun/run_live.html" if is_live(request) else None
         return TemplateResponse(request, template or "admin/workflows/workflowrun/run.html", context)
-
-
-def run_page(run: WorkflowRun, *, operate: bool, now: datetime | None = None) -> dict[str, Any]:
-    """Everything the run page shows, read with a fixed number of queries whatever the run's size."""
-    now = now or timezone.now()
-    steps = list(run.steps.all())
-    attempts = list(AgentRun.objects.filter(run=run).order_by("started_at", "id"))
-    approvals = list(
-        ApprovalRequest.objects.filter(run=run)
-        .select_related("decided_by")
-        .prefetch_related(Prefetch("decisions", queryset=ApprovalDecision.objects.select_related("user")))
-        .order_by("requested_at")
-    )
-    transitions = list(run.transitions.all())
-    nodes = run.definition.get("nodes", [])
-    names = {node["key"]: node.get("name") or node["key"] for node in nodes}
-    keys = {step.pk: step.key for step in steps}
-    line = timeline.build(run, steps, attempts, approvals, transitions, names, now)
-    latest: dict[str, AgentRun] = {}
-    for attempt in attempts:
-        latest[keys.get(attempt.step_id, "?")] = attempt
-    attempt_rows: list[dict[str, Any]] = []
-    for attempt in attempts:
-        key = keys.get(attempt.step_id, "?")
-        attempt_rows.append(
-            {
-                "attempt": attempt,
-                "key": key,
-                # The step's first attempt carries the anchor that the DAG and the steps table link to.
-                "first": all(row["key"] != key for row in attempt_rows),
-                "badge": status_badge(attempt.status),
-                "duration": format_duration(((attempt.finished_at or now) - attempt.started_at).total_seconds()),
-                "input": pretty_json(attempt.input),
-                "output": pretty_json(attempt.output) if attempt.output is not None else "",
-                "span_url": links.attempt_span_url(run, attempt),
-            }
-        )
-    step_rows = []
-    for step in steps:
-        drawn = line.line(step.key)
-        step_rows.append(
-            {
-                "step": step,
-                "name": names.get(step.key, step.key),
-                "badge": status_badge(step.status, step=True),
-                "started": drawn.first_start if drawn else None,
-                "ran": format_duration(drawn.ran_seconds) if drawn and drawn.attempts else "—",
-                "waited": format_duration(drawn.waited_seconds) if drawn and drawn.waited_seconds else "—",
-            }
-        )
-    statuses = {step.key: step.status for step in steps}
-    attempts_of = {step.key: step.attempts for step in steps}
-    dag_nodes = [
-        dag.DagNode(
-            key=node["key"],
-            name=names[node["key"]],
-            depends_on=list(node.get("depends_on", [])),
-            gated=bool(node.get("approval", {}).get("required")),
-            status=statuses.get(node["key"], ""),
-            detail=f"{attempts_of.get(node['key'], 0)} attempt{pluralize(attempts_of.get(node['key'], 0))}",
-            href=f"#attempts-{node['key']}" if node["key"] in latest else f"#step-{node['key']}",
-            span_url=(links.attempt_span_url(run, latest[node["key"]]) or "") if node["key"] in latest else "",
-        )
-        for node in nodes
-    ]
-    terminal = run.status in TERMINAL_RUN_STATUSES
-    return {
-        "run": run,
-        "now": now,
-        "live_state": "done" if terminal else "open",
-        "status_badge": status_badge(run.status),
-        "trigger": trigger_label(run.trigger),
-        "times": line,
-        "started": line.started,
-        "duration": format_duration(line.duration_seconds),
-        "queued": format_duration(line.queued_seconds),
-        "idle": format_duration(line.idle_seconds) if line.idle_seconds else "",
-        "last_round": line.rounds[-1],
-        "context_json": pretty_json(run.context),
-        "steps": step_rows,
-        "attempt_rounds": timeline.rounds_of_attempts(line, attempt_rows),
-        "attempts": attempt_rows,
-        "approvals": [
-            {
-                "req": req,
-                "badge": status_badge(req.status),
-                "wait": format_wait(req.waited(now)),
-                "decisions": list(req.decisions.all()),
-                "url": _admin_url("approvals_approvalrequest_change", req.pk),
-            }
-            for req in approvals
-        ],
-        "transitions": [
-            {
-                "t": t,
-                "from_badge": status_badge(t.from_status) if t.from_status else "",
-                "to_badge": status_badge(t.to_status),
-            }
-            for t in transitions
-        ],
-        "reruns": [
-            {"run": r, "badge": status_badge(r.status)}
-            for r in run.reruns.only("id", "status", "created_at").order_by("created_at")
-        ],
-        "timeline": line,
-        "dag": dag.render(dag_nodes, label=f"Steps of run {str(run.pk)[:8]} and their dependencies", ident="run-dag"),
-        "grafana": links.run_links(run),
-        "alerts": alerts_for(run),
-        "workflow_url": _admin_url("workflows_workflow_change", run.workflow_id),
-        "operate": operate,
-        "can_cancel": operate and not terminal,
-        "can_retry": operate and run.status == RunStatus.FAILED,
-        "can_rerun": operate and run.workflow.enabled,
-        **{
-            f"{action}_url": reverse("admin:workflows_workflowrun_act", args=[run.pk, action])
-            for action in ("cancel", "retry", "rerun")
-        },
-    }
-
-
-def alerts_for(run: WorkflowRun) -> list[dict[str, str]]:
-    """The alert records that started the run: the alert itself and the webhook delivery that carried it.
-
-    They live in the observability app; every model there with a relation to WorkflowRun (foreign key or
-    many-to-many) is asked, so the page follows the webhook's models without naming them.
-    """
-    if run.trigger != TriggerSource.ALERT:
-        return []
-    from django.apps import apps
-
-    try:
-        config = apps.get_app_config("alerts")
-    except LookupError:
-        return []
-    found = []
-    for model in config.get_models():
-        for field in model._meta.get_fields():
-            if not isinstance(field, ForeignKey | ManyToManyField) or field.related_model is not WorkflowRun:
-                continue
-            for record in model._default_manager.filter(**{field.name: run}).order_by("-pk")[:5]:
-                url = _admin_url(f"{model._meta.app_label}_{model._meta.model_name}_change", record.pk)
-                found.append({"label": str(record), "url": url or "", "kind": str(model._meta.verbose_name)})
-    # The alert itself before the delivery that carried it.
-    return sorted(found, key=lambda a: "event" not in a["kind"])

@@ -11,10 +11,10 @@ from ninja.pagination import paginate
 from pydantic import ConfigDict, ValidationInfo, field_validator, model_validator
 
 from accounts import permissions
-from config.api import ErrorOut, Pagination, require, with_errors
+from config.apikit import ErrorOut, Pagination, require, with_errors
 from config.jsonsafe import STORABLE_OBJECT, json_object, unstorable
-from workflows import runner, services
-from workflows.models import RunStatus, TriggerSource, Workflow, WorkflowRun
+from workflows import actions, services
+from workflows.models import RunStatus, Workflow, WorkflowRun
 
 router = Router(tags=["workflows"])
 
@@ -202,8 +202,9 @@ def run_or_404(run_id: uuid.UUID) -> WorkflowRun:
     return found
 
 
-def _actor(request: HttpRequest) -> str:
-    return getattr(request.user, "username", "") or "api"
+def _token(request: HttpRequest) -> Any:
+    """The API token the request authenticated with; None for the console's session."""
+    return getattr(request, "api_token", None)
 
 
 _TRIGGER_BODY = Body(None, description="Omit the body, or send {}, for an empty context.")
@@ -226,14 +227,13 @@ def trigger(
     if found is None:
         raise HttpError(404, f"workflow {slug!r} not found")
     workflow, definition = found
-    token = getattr(request, "api_token", None)
-    run, _ = services.trigger_workflow(
+    run, _ = actions.trigger(
         workflow,
         definition=definition,
+        acting_user=request.user,
         context=payload.value() if payload else {},
-        trigger=TriggerSource.API,
-        trigger_detail=f"token {token.prefix}" if token else "session",
-        user=request.user,
+        channel="api",
+        token=_token(request),
         idempotency_key=idempotency_key or None,
     )
     return Status(202, run)
@@ -265,7 +265,7 @@ def get_run(request: HttpRequest, run_id: uuid.UUID) -> WorkflowRun:
 def cancel_run(request: HttpRequest, run_id: uuid.UUID) -> WorkflowRun:
     require(request, permissions.OPERATE)
     run = run_or_404(run_id)
-    runner.cancel_run(run, reason=f"cancelled by {_actor(request)} via api", actor=_actor(request))
+    actions.cancel(run, acting_user=request.user, channel="api", token=_token(request))
     return run
 
 
@@ -277,7 +277,7 @@ def cancel_run(request: HttpRequest, run_id: uuid.UUID) -> WorkflowRun:
 def retry_run(request: HttpRequest, run_id: uuid.UUID) -> WorkflowRun:
     require(request, permissions.OPERATE)
     run = run_or_404(run_id)
-    runner.retry_run(run, actor=_actor(request))
+    actions.retry_failed_steps(run, acting_user=request.user, token=_token(request))
     return run
 
 
@@ -288,7 +288,7 @@ def retry_run(request: HttpRequest, run_id: uuid.UUID) -> WorkflowRun:
 )
 def rerun_run(request: HttpRequest, run_id: uuid.UUID) -> Status:
     require(request, permissions.OPERATE)
-    new_run = services.rerun(run_or_404(run_id), user=request.user)
+    new_run = actions.rerun(run_or_404(run_id), acting_user=request.user, token=_token(request))
     return Status(202, new_run)
 
 

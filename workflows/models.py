@@ -6,7 +6,11 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
+from django.db.models.expressions import Combinable
 from django.utils import timezone
+
+from workflows import sql
+from workflows.port import event
 
 
 class InvalidTransition(Exception):
@@ -265,10 +269,15 @@ class WorkflowRun(models.Model):
         transition = RunTransition.objects.create(
             run=self, from_status=previous, to_status=target, reason=reason[:1000], actor=actor[:200], at=now
         )
-        from workflows import events
-
-        events.run_transitioned(self, previous, target, reason=reason, actor=actor)
+        run_transitioned(self, previous, target, reason=reason, actor=actor)
         return transition
+
+
+def _run_transitioned(run: WorkflowRun, previous: str, target: str, *, reason: str, actor: str) -> None: ...
+
+
+# Published by WorkflowRun.transition; part of the core's port (see workflows.events).
+run_transitioned = event("run_transitioned", _run_transitioned)
 
 
 class RunTransition(models.Model):
@@ -302,9 +311,39 @@ class StepStatus(models.TextChoices):
 TERMINAL_STEP_STATUSES = frozenset({StepStatus.SUCCESS, StepStatus.FAILED, StepStatus.CANCELLED})
 OPEN_STEP_STATUSES = (StepStatus.PENDING, StepStatus.READY, StepStatus.RUNNING, StepStatus.WAITING_APPROVAL)
 
+# Every move of a step. A step's attempt history is its AgentRun rows; the run's moves are RunTransition rows.
+_STEP_MOVES: dict[str, frozenset[str]] = {
+    # Its dependencies succeeded: queued, claimed inline by the worker that finished the last one, or gated.
+    StepStatus.PENDING: frozenset(
+        {StepStatus.READY, StepStatus.RUNNING, StepStatus.WAITING_APPROVAL, StepStatus.CANCELLED}
+    ),
+    StepStatus.READY: frozenset({StepStatus.RUNNING, StepStatus.CANCELLED}),  # claimed; its run closed
+    # The attempt's outcome; READY again for a retry, or when the attempt was lost or handed back.
+    StepStatus.RUNNING: frozenset({StepStatus.SUCCESS, StepStatus.FAILED, StepStatus.READY, StepStatus.CANCELLED}),
+    StepStatus.WAITING_APPROVAL: frozenset({StepStatus.READY, StepStatus.CANCELLED}),  # approved; rejected, closed
+    StepStatus.SUCCESS: frozenset(),
+    StepStatus.FAILED: frozenset({StepStatus.PENDING}),  # retry of the run's failed steps
+    StepStatus.CANCELLED: frozenset({StepStatus.PENDING}),  # retry of the run's failed steps
+}
+# The statuses from which a step may move to each status.
+_STEP_SOURCES: dict[str, tuple[str, ...]] = {
+    target: tuple(source for source, targets in _STEP_MOVES.items() if target in targets) for target in StepStatus
+}
+
+
+class RunStepQuerySet(models.QuerySet["RunStep"]):
+    def move(self, target: str, **fields: Any) -> int:
+        """Moves every matching step that may go to ``target`` there, in one UPDATE; returns how many moved.
+
+        Steps in a status the move table does not allow to reach ``target`` are left alone.
+        """
+        return self.filter(status__in=_STEP_SOURCES[target]).update(status=target, **fields)
+
 
 class RunStep(models.Model):
-    """The state of one node within one run; claims on it are conditional UPDATEs (see workflows.runner)."""
+    """The state of one node within one run. Its status moves only through ``move`` (one step) and
+    ``RunStep.objects....move`` (many, or a conditional claim), which refuse what the move table does not allow;
+    each move is one conditional UPDATE (see workflows.runner)."""
 
     run = models.ForeignKey(WorkflowRun, on_delete=models.CASCADE, related_name="steps")
     key = models.CharField(max_length=100)
@@ -329,6 +368,8 @@ class RunStep(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
+    objects = RunStepQuerySet.as_manager()
+
     class Meta:
         ordering = ["position", "key"]
         constraints = [models.UniqueConstraint(fields=["run", "key"], name="runstep_unique_key")]
@@ -339,3 +380,34 @@ class RunStep(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id}:{self.key}"
+
+    def move(
+        self, target: str, *, guard: dict[str, Any] | models.QuerySet[RunStep] | None = None, **fields: Any
+    ) -> bool:
+        """Moves this step from ``self.status`` to ``target`` with ``fields`` in one UPDATE; True when it moved.
+
+        Refuses (InvalidTransition) a move the table does not allow. ``guard`` is what must still match the
+        step's row for the change to apply (ownership: this worker, this attempt): equality filters as a dict,
+        written directly (workflows.sql, the runner's hot path), or a queryset (for expressions such as F());
+        by default the step's id alone. On success the plain values are set on this instance too.
+        """
+        current = guard.get("status", self.status) if isinstance(guard, dict) else self.status
+        if target not in _STEP_MOVES[current]:
+            raise InvalidTransition("step", current, target)
+        if isinstance(guard, models.QuerySet):
+            moved = guard.update(status=target, **fields)
+        else:
+            moved = sql.update(RunStep, guard or {"id": self.pk}, status=target, **fields)
+        if not moved:
+            return False
+        self.status = target
+        for name, value in fields.items():
+            if not isinstance(value, Combinable):
+                setattr(self, name, value)
+        return True
+
+    @staticmethod
+    def rows_of(run_id: Any) -> list[tuple[int, str, str, int, int]]:
+        """(id, key, status, attempts, attempt_offset) of every step of a run, as plain rows (no instances)."""
+        rows = sql.select(RunStep, ("id", "key", "status", "attempts", "attempt_offset"), {"run": run_id})
+        return rows  # type: ignore[return-value]

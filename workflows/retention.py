@@ -1,6 +1,6 @@
 """Data retention: the maintenance pass deletes what is old enough to go, a bounded slice at a time.
 
-Four kinds, each with its own setting (0 keeps that kind forever):
+The kinds, each with its own setting (0 keeps that kind forever):
 
 - ``task_results``: django_tasks_db queue rows finished (SUCCESSFUL or FAILED) more than
   TASK_RESULT_RETENTION_HOURS ago, and RUNNING rows started that long ago, which a dead worker left behind:
@@ -9,10 +9,8 @@ Four kinds, each with its own setting (0 keeps that kind forever):
   stale-READY sweep the row of a task whose worker died before claiming its step), so what reaches this rule
   is only what neither saw. Keep the retention far above the longest task (a chain of steps runs inline in
   one task).
-- ``alert_events`` and ``alert_deliveries``: older than ALERT_RETENTION_DAYS (last seen, received). An event
-  stays while a kept resolution links to it as its firing event or while a run it started is still active
-  (a resolved notification must still find it to end that run); a delivery stays while a kept event points
-  to it or a run it started is active. Runs outlive their alert records: they keep ``trigger_detail``.
+- what the apps above add with ``add_kinds`` (before ``runs``): the alert webhook's ``alert_events`` and
+  ``alert_deliveries``, older than ALERT_RETENTION_DAYS (see observability.alerts.retention).
 - ``runs``: terminal runs finished more than RUN_RETENTION_DAYS ago (default 0: kept forever), with their
   steps, attempts, transitions and approvals (all CASCADE). A rerun of a deleted run keeps its own snapshot
   and loses only the ``rerun_of`` link (SET_NULL).
@@ -26,22 +24,24 @@ that cap leaves the next one due at once, so a backlog drains in short slices.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from time import monotonic
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, Model, OuterRef, Q, QuerySet
+from django.db.models import Q, QuerySet
 from django.tasks import TaskResultStatus
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
-from alerts.models import AlertDelivery, AlertEvent
-from workflows.models import ACTIVE_RUN_STATUSES, TERMINAL_RUN_STATUSES, WorkflowRun
+from workflows.models import TERMINAL_RUN_STATUSES, WorkflowRun
 
 logger = logging.getLogger("workflows.retention")
 
-KINDS = ("task_results", "alert_events", "alert_deliveries", "runs")
+# The kinds a pass deletes, in its order: the core's task results and runs, the apps' kinds in between.
+KINDS: tuple[str, ...] = ("task_results", "runs")
+_plugged: list[Callable[[datetime], dict[str, QuerySet | None]]] = []
 BATCH = 1000
 MAX_BATCHES = 10
 
@@ -88,44 +88,30 @@ def prune_if_due() -> dict[str, int]:
     return counts
 
 
+def add_kinds(kinds: tuple[str, ...], candidates: Callable[[datetime], dict[str, QuerySet | None]]) -> None:
+    """Plugs an app's rows into the pass: ``candidates(now)`` gives, per kind, what may go (None: kept forever)."""
+    global KINDS
+    if candidates in _plugged:
+        return
+    _plugged.append(candidates)
+    KINDS = (*KINDS[:-1], *kinds, KINDS[-1])
+
+
 def _candidates(now: datetime) -> dict[str, QuerySet | None]:
     """Per kind, the rows old enough to go (None: that kind is kept forever)."""
     task_hours = settings.TASK_RESULT_RETENTION_HOURS
-    alert_days = settings.ALERT_RETENTION_DAYS
     run_days = settings.RUN_RETENTION_DAYS
-    events = _alert_events(now - timedelta(days=alert_days)) if alert_days else None
-    return {
-        "task_results": _task_results(now - timedelta(hours=task_hours)) if task_hours else None,
-        "alert_events": events,
-        "alert_deliveries": _alert_deliveries(now - timedelta(days=alert_days), events) if events is not None else None,
-        "runs": _runs(now - timedelta(days=run_days)) if run_days else None,
-    }
+    found = {"task_results": _task_results(now - timedelta(hours=task_hours)) if task_hours else None}
+    for candidates in _plugged:
+        found.update(candidates(now))
+    found["runs"] = _runs(now - timedelta(days=run_days)) if run_days else None
+    return found
 
 
 def _task_results(cutoff: datetime) -> QuerySet:
     finished = Q(status__in=[TaskResultStatus.SUCCESSFUL, TaskResultStatus.FAILED], finished_at__lt=cutoff)
     orphaned = Q(status=TaskResultStatus.RUNNING, started_at__lt=cutoff)
     return DBTaskResult.objects.filter(finished | orphaned)
-
-
-def _with_active_run(through: type[Model], column: str) -> Exists:
-    """The row (outer query) is linked to a run that has not finished."""
-    return Exists(
-        through._default_manager.filter(**{column: OuterRef("pk")}, workflowrun__status__in=ACTIVE_RUN_STATUSES)
-    )
-
-
-def _alert_events(cutoff: datetime) -> QuerySet:
-    through = AlertEvent.runs.through
-    kept = Q(last_seen_at__gte=cutoff) | Q(_with_active_run(through, "alertevent_id"))
-    kept_resolution = Exists(AlertEvent.objects.filter(kept, firing_event=OuterRef("pk")))
-    return AlertEvent.objects.exclude(kept).exclude(kept_resolution)
-
-
-def _alert_deliveries(cutoff: datetime, prunable_events: QuerySet) -> QuerySet:
-    kept_event = Exists(AlertEvent.objects.filter(delivery=OuterRef("pk")).exclude(pk__in=prunable_events.values("pk")))
-    active_run = _with_active_run(AlertDelivery.runs.through, "alertdelivery_id")
-    return AlertDelivery.objects.filter(received_at__lt=cutoff).exclude(kept_event).exclude(active_run)
 
 
 def _runs(cutoff: datetime) -> QuerySet:

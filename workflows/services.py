@@ -10,8 +10,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from observability import tracing
-from workflows import runner
+from workflows import events, runner
 from workflows.models import (
     RunStatus,
     RunStep,
@@ -80,7 +79,7 @@ def trigger_workflow(
         raise WorkflowDisabled(workflow)
     if not trace_id:
         # The run joins the trace of the request (or alert) that triggers it.
-        trace_id, trace_context = tracing.new_run_context()
+        trace_id, trace_context = events.telemetry.new_run_context()
     print_ = fingerprint(workflow, context)
     try:
         with transaction.atomic():
@@ -140,8 +139,6 @@ def _create(workflow: Workflow, *, definition: dict[str, Any], **fields: Any) ->
     )
     actor = getattr(user, "username", "") or fields.get("trigger_detail", "")
     RunTransition.objects.create(run=run, from_status="", to_status=RunStatus.PENDING, actor=actor, at=now)
-    from workflows import events
-
     events.run_transitioned(run, "", RunStatus.PENDING, reason=f"triggered via {run.trigger}", actor=actor)
     for step, is_ready in zip(steps, ready, strict=True):
         if is_ready:

@@ -56,16 +56,15 @@ def update(model: type[Model], where: dict[str, Any], **values: Any) -> int:
         return cursor.rowcount
 
 
-def step_rows(run_id: Any) -> list[tuple[int, str, str, int, int]]:
-    """(id, key, status, attempts, attempt_offset) of every step of a run."""
-    from workflows.models import RunStep
-
+def select(model: type[Model], columns: tuple[str, ...], where: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """``model.objects.filter(**where).values_list(*columns)`` for equality filters on concrete columns."""
     connection = connections[DATABASE]
-    meta = RunStep._meta
     q = connection.ops.quote_name
-    columns = ", ".join(q(name) for name in ("id", "key", "status", "attempts", "attempt_offset"))
-    table, run_column = q(meta.db_table), q(meta.get_field("run").column)
-    sql = f"SELECT {columns} FROM {table} WHERE {run_column} = %s"  # noqa: S608 - quoted identifiers only
+    names = ", ".join(q(_column(model, name)) for name in columns)
+    condition = " AND ".join(f"{q(_column(model, name))} = %s" for name in where)
+    # Identifiers come from the model's metadata, quoted; every value is a parameter.
+    sql = f"SELECT {names} FROM {q(model._meta.db_table)} WHERE {condition}"  # noqa: S608
+    params = [_field(model, name).get_db_prep_value(value, connection) for name, value in where.items()]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [meta.get_field("run").get_db_prep_value(run_id, connection)])
-        return [tuple(row) for row in cursor.fetchall()]  # type: ignore[misc]
+        cursor.execute(sql, params)
+        return [tuple(row) for row in cursor.fetchall()]

@@ -13,20 +13,31 @@ each step's running and waiting time, and the bars. So the figures agree with ea
 - Long waits during which nothing ran (an approval, an idle afternoon, a long backoff) are compressed behind an
   axis break, so that they do not squeeze the attempts into slivers; the bars in them keep their real
   durations in their labels.
+
+Just over 400 lines: the rounds, the segments and the compressed axis depend on one another's arithmetic.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from workflows.display import format_duration, status_label
 from workflows.models import TERMINAL_RUN_STATUSES, RunStatus, RunStep, RunTransition, StepStatus, WorkflowRun
 
 if TYPE_CHECKING:
     from agents.models import AgentRun
-    from approvals.models import ApprovalRequest
+
+
+class Gate(Protocol):
+    """An approval gate's request as the timeline draws it (approvals.models.ApprovalRequest is one)."""
+
+    step_id: int
+    status: str
+    requested_at: datetime
+    decided_at: datetime | None
+
 
 # A stretch with nothing running is compressed when it lasts at least this long and takes at least this share
 # of what is still drawn to scale; each compressed stretch is drawn this wide (percent of the track).
@@ -153,7 +164,7 @@ def build(
     run: WorkflowRun,
     steps: list[RunStep],
     attempts: list[AgentRun],
-    approvals: list[ApprovalRequest],
+    approvals: list[Gate],
     transitions: list[RunTransition],
     names: dict[str, str],
     now: datetime,
@@ -270,7 +281,7 @@ def _ready_at(
     round_start: datetime,
     deps: list[str],
     succeeded: dict[str, list[datetime]],
-    gates: list[ApprovalRequest],
+    gates: list[Gate],
     before: datetime,
 ) -> datetime:
     """When a step could first run in its round: its round began, its dependencies succeeded, its gate opened."""

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -27,15 +28,18 @@ def run_url(run_id: str) -> str:
     return settings.SITE_URL + reverse("admin:workflows_workflowrun_change", args=[run_id])
 
 
-def _trace_url(run_id: str) -> str:
-    """The run's trace in Grafana Explore; empty without GRAFANA_URL or a trace id."""
-    from observability.links import run_trace_url
-    from workflows.models import WorkflowRun
+def _no_trace(run_id: str) -> str:
+    return ""
 
-    run = WorkflowRun.objects.filter(id=run_id).first()
-    if run is None or not run.trace_id:
-        return ""
-    return run_trace_url(run) or ""
+
+# The run's trace in Grafana Explore, by run id ("" without one). Agents know nothing of runs or telemetry:
+# telemetry provides this when its app is ready (ObservabilityConfig.ready()).
+_trace_url: Callable[[str], str] = _no_trace
+
+
+def provide_trace_link(trace_url: Callable[[str], str]) -> None:
+    global _trace_url
+    _trace_url = trace_url
 
 
 def build_message(inputs: dict[str, Any], ctx: StepContext) -> Message:

@@ -68,7 +68,7 @@ def test_the_step_is_queued_only_with_a_committed_decision(make_workflow, operat
     req = at_gate(run)
     step = RunStep.objects.get(run=run, key="gate")
     assert _queued_for(step) == 0
-    with mock.patch.object(services.runner, "settle", side_effect=RuntimeError("boom")), pytest.raises(RuntimeError):
+    with mock.patch("workflows.runner.settling.settle", side_effect=RuntimeError("boom")), pytest.raises(RuntimeError):
         approve(req, operator)
     req.refresh_from_db()
     step.refresh_from_db()
@@ -308,7 +308,7 @@ def test_every_decision_is_a_structured_log_event_and_reported_after_commit(make
     run = start(make_workflow("logged", node("gate", required=True)))
     req = at_gate(run)
     caplog.set_level(logging.INFO, logger="approvals")
-    with mock.patch("workflows.events.approval_decided") as decided:
+    with mock.patch("approvals.events.approval_decided") as decided:
         approve(req, operator, comment="fine", channel="admin")
     (record,) = [r for r in caplog.records if getattr(r, "event", "") == "approval.decision"]
     assert record.name == "approvals"
@@ -327,7 +327,7 @@ def test_every_decision_is_a_structured_log_event_and_reported_after_commit(make
 
 
 def test_opening_a_gate_reports_the_request(make_workflow):
-    with mock.patch("workflows.events.approval_requested") as requested:
+    with mock.patch("approvals.events.approval_requested") as requested:
         run = start(make_workflow("reported", node("gate", required=True)))
         req = at_gate(run)
     requested.assert_called_once()

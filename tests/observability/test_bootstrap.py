@@ -13,7 +13,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFl
 
 from observability import metrics
 from observability.otel import exporters_for, otlp_protocol, sdk_disabled
-from observability.tracing import PresetIdGenerator, QuietRootsSampler, preset_ids
+from observability.sampling import PresetIdGenerator, QuietRootsSampler, preset_ids
 
 
 def test_nothing_is_exported_until_an_endpoint_or_an_exporter_is_configured() -> None:

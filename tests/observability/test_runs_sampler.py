@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.sampling import Decision, ParentBased, TraceIdRatio
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
 from observability.otel import DEFAULT_DETAIL_RATIO, traces_sampler
-from observability.tracing import RUN_SPANS, QuietRootsSampler, RunsSampler
+from observability.sampling import RUN_SPANS, QuietRootsSampler, RunsSampler
 
 BELOW = 0x0000000000000000_0000000000000001  # low 64 bits far below every bound but 0
 ABOVE = 0xFFFFFFFFFFFFFFFF_FFFFFFFFFFFFFFFF  # low 64 bits at the top: only ratio 1 keeps it

@@ -22,6 +22,7 @@ from tests.conftest import work
 from tests.workflows.helpers import define
 from workflows import runner
 from workflows.models import TERMINAL_RUN_STATUSES, RunStatus, RunStep, StepStatus, WorkflowRun
+from workflows.runner import attempt as attempt_module
 from workflows.services import trigger_workflow
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -96,7 +97,7 @@ def test_without_renewals_the_same_step_is_reaped(
     infrastructure retries left, so that the one lost attempt ends the run)."""
     settings.RUNNER_LEASE_SECONDS = LEASE_SECONDS
     settings.RUNNER_INFRASTRUCTURE_RETRIES = 0
-    monkeypatch.setattr(runner, "_renew_lease", lambda step, attempt, worker: True)
+    monkeypatch.setattr(attempt_module, "_renew_lease", lambda step, attempt, worker: True)
     run, watch = run_beside_the_reaper(tmp_path, "lease-lapsed")
 
     assert sum(watch.reaped) == 1

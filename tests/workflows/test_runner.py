@@ -19,6 +19,8 @@ from tests.conftest import finish, work
 from tests.workflows.helpers import define
 from workflows import runner
 from workflows.models import RunStatus, RunStep, StepStatus, WorkflowRun
+from workflows.runner import attempt as attempt_module
+from workflows.runner import housekeeping as maintenance_module
 from workflows.services import trigger_workflow
 
 AGENTS = [
@@ -365,7 +367,7 @@ def test_a_retry_delivered_just_before_its_time_is_put_back_even_if_the_time_com
     DBTaskResult.objects.all().delete()
     # The claim sees the step 10 ms early; every later look at the clock is past its time.
     clock = iter([due - timedelta(milliseconds=10)])
-    monkeypatch.setattr(runner.timezone, "now", lambda: next(clock, due + timedelta(milliseconds=5)))
+    monkeypatch.setattr(timezone, "now", lambda: next(clock, due + timedelta(milliseconds=5)))
     runner.run_step(step.id)
     step.refresh_from_db()
     assert step.status == StepStatus.READY and step.attempts == 0
@@ -449,7 +451,7 @@ def test_a_task_cut_off_for_longer_than_a_lease_is_marked_failed_and_its_step_qu
     task = worker.next_task()
     assert task is not None
     with monkeypatch.context() as patch:
-        patch.setattr(runner, "claim", unreachable)
+        patch.setattr(attempt_module, "claim", unreachable)
         assert worker.execute(task) is False  # the claim never got through while a lease would have lasted
     assert run.steps.get().status == StepStatus.READY
     assert DBTaskResult.objects.get(id=task.id).status == TaskResultStatus.FAILED
@@ -499,7 +501,7 @@ def test_a_chain_reads_its_agent_once_a_second_and_sees_changes_after_that(
 
     lookup = runner.AgentLookup()
     clock = [100.0]
-    monkeypatch.setattr(runner.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
 
     def enabled() -> bool:
         agent = lookup.get("t-echo")
@@ -588,7 +590,7 @@ def test_a_lease_renewal_cut_off_by_a_killed_connection_keeps_the_attempt(tmp_pa
 def test_a_finished_attempt_is_recorded_on_a_fresh_connection_when_the_first_dies(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = runner._record_outcome
+    real = attempt_module._record_outcome
     cut: list[int] = []
 
     def cut_off_once(*args: Any) -> Any:
@@ -597,7 +599,7 @@ def test_a_finished_attempt_is_recorded_on_a_fresh_connection_when_the_first_die
             terminate_backend(cut[0])  # the server ends the connection just before the outcome is written
         return real(*args)
 
-    monkeypatch.setattr(runner, "_record_outcome", cut_off_once)
+    monkeypatch.setattr(attempt_module, "_record_outcome", cut_off_once)
     wf = define(tmp_path, "record-cut", [{"key": "e", "agent": "t-echo", "inputs": {"x": 1}}], AGENTS)
     run, _ = trigger_workflow(wf, context={})
     run = finish(run)
@@ -612,7 +614,7 @@ def test_a_commit_whose_answer_was_lost_is_not_written_twice_and_the_chain_goes_
 ) -> None:
     from django.db.utils import OperationalError
 
-    real = runner._record_outcome
+    real = attempt_module._record_outcome
     lost: list[str] = []
 
     def commit_then_lose_the_answer(run: WorkflowRun, step: RunStep, *args: Any) -> Any:
@@ -623,7 +625,7 @@ def test_a_commit_whose_answer_was_lost_is_not_written_twice_and_the_chain_goes_
             raise OperationalError("server closed the connection unexpectedly")
         return result
 
-    monkeypatch.setattr(runner, "_record_outcome", commit_then_lose_the_answer)
+    monkeypatch.setattr(attempt_module, "_record_outcome", commit_then_lose_the_answer)
     nodes: list[dict[str, Any]] = [
         {"key": "a", "agent": "t-echo"},
         {"key": "b", "agent": "t-echo", "depends_on": ["a"]},
@@ -695,7 +697,7 @@ def test_one_failing_maintenance_job_does_not_skip_the_others(
     def broken() -> int:
         raise RuntimeError("reaper bug")
 
-    monkeypatch.setattr(runner, "reap_expired_leases", broken)
+    monkeypatch.setattr(maintenance_module, "reap_expired_leases", broken)
     wf = define(tmp_path, "maint", [{"key": "e", "agent": "t-echo"}], AGENTS)
     run, _ = trigger_workflow(wf, context={})
     DBTaskResult.objects.all().delete()  # the queue lost the message ...

@@ -51,5 +51,5 @@ def test_update_matches_only_rows_that_meet_every_condition(steps: list[RunStep]
 @pytest.mark.django_db
 def test_step_rows_lists_every_step_of_the_run(steps: list[RunStep]) -> None:
     a, b = steps
-    rows = sorted(sql.step_rows(a.run_id))
+    rows = sorted(RunStep.rows_of(a.run_id))
     assert rows == [(a.id, "a", a.status, 0, 0), (b.id, "b", b.status, 0, 0)]

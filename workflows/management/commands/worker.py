@@ -35,8 +35,7 @@ from django_tasks_db.management.commands.db_worker import Worker as DbWorker
 from django_tasks_db.models import DBTaskResult
 from django_tasks_db.utils import exclusive_transaction
 
-from observability import otel as telemetry
-from workflows import heartbeat, runner
+from workflows import events, heartbeat, runner
 from workflows.models import RunStep, StepStatus
 from workflows.wakeup import NOTIFY_CHANNEL
 
@@ -231,11 +230,9 @@ class Command(BaseCommand):
         parser.add_argument("--worker-id", default=None, help="Unique id (default: host:pid).")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        telemetry.bootstrap(role="worker")
-        try:
+        events.require_listeners()
+        with events.worker_process("worker"):
             self._work(options)
-        finally:
-            telemetry.shutdown()
 
     def _work(self, options: dict[str, Any]) -> None:
         if options["worker_id"]:
