@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, WithJsonSchema
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
@@ -152,3 +154,13 @@ def bounded(text: str, limit: int) -> str:
     """``text`` made storable and cut to ``limit`` characters, ending in TRUNCATED when it was cut."""
     text = storable_text(text)
     return text if len(text) <= limit else text[: limit - len(TRUNCATED)] + TRUNCATED
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("NUL character not allowed")
+    return value
+
+
+# A text query parameter (e.g. ``?workflow=``) that reaches the database: 422 naming it if it holds NUL.
+QueryText = Annotated[str, AfterValidator(_no_nul), WithJsonSchema({"type": "string", "pattern": NO_NUL})]

@@ -198,8 +198,7 @@ def test_postgres_restart_under_load(cluster: PgCluster, token: str, tmp_path: P
         bad = [
             (p, s, b[:200])
             for p, s, b in during
-            if "Traceback" in b
-            or not ((s == 503 and "database" in b.lower()) or (p == "/admin/login/" and s == 200))
+            if "Traceback" in b or not ((s == 503 and "database" in b.lower()) or (p == "/admin/login/" and s == 200))
         ]
         assert bad == []
         refused = reads.between(down_at, starting_at)
