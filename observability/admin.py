@@ -36,7 +36,7 @@ class AlertDeliveryAdmin(admin.ModelAdmin):
         "alert_count",
         "outcome",
         "http_status",
-        "short_error",
+        "reason",
         "run_links",
     ]
     list_filter = ["outcome", "source", "status"]
@@ -57,6 +57,7 @@ class AlertDeliveryAdmin(admin.ModelAdmin):
         "processed_at",
         "content_type",
         "pretty_headers",
+        "raw_size",
         "pretty_body",
     )
     readonly_fields = fields
@@ -67,9 +68,19 @@ class AlertDeliveryAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    @admin.display(description="error")
-    def short_error(self, obj: AlertDelivery) -> str:
-        return Truncator(obj.error).chars(80)
+    @admin.display(description="reason")
+    def reason(self, obj: AlertDelivery) -> str:
+        """Why a delivery was rejected or failed (the full text on hover and on its page)."""
+        if not obj.error:
+            return "-"
+        return format_html("<span title='{}'>{}</span>", obj.error, Truncator(obj.error).chars(120))
+
+    @admin.display(description="bytes received")
+    def raw_size(self, obj: AlertDelivery) -> str:
+        if obj.raw_body is None:
+            return "-"
+        encoding = obj.headers.get("Content-Encoding", "")
+        return f"{len(obj.raw_body)}" + (f" (Content-Encoding: {encoding})" if encoding else "")
 
     @admin.display(description="runs")
     def run_links(self, obj: AlertDelivery) -> str:
@@ -81,9 +92,11 @@ class AlertDeliveryAdmin(admin.ModelAdmin):
 
     @admin.display(description="body")
     def pretty_body(self, obj: AlertDelivery) -> str:
+        if not obj.body and obj.raw_body:
+            return "(the bytes received could not be decoded: see the reason)"
         try:
             text = json.dumps(json.loads(obj.body), indent=2, ensure_ascii=False)
-        except ValueError:
+        except (ValueError, RecursionError):
             text = obj.body
         return format_html("<pre style='white-space: pre-wrap'>{}</pre>", text)
 
