@@ -78,7 +78,8 @@ def test_an_unforeseen_failure_is_500_stored_with_its_error_and_replayable(synce
             "$$ BEGIN RAISE EXCEPTION 'runs refused by a trigger'; END $$"
         )
         cursor.execute(
-            "CREATE TRIGGER refuse_runs BEFORE INSERT ON workflows_workflowrun FOR EACH ROW EXECUTE FUNCTION refuse_runs()"
+            "CREATE TRIGGER refuse_runs BEFORE INSERT ON workflows_workflowrun "
+            "FOR EACH ROW EXECUTE FUNCTION refuse_runs()"
         )
     response = post(fixture("alertmanager_firing"))
     assert response.status_code == 500

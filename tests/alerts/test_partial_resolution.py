@@ -100,7 +100,7 @@ def test_one_of_two_alerts_resolving_keeps_the_approval_and_links_the_runs(
 
 @pytest.mark.django_db
 def test_a_group_that_resolves_at_once_expires_at_once(waiting: tuple[WorkflowRun, ApprovalRequest]) -> None:
-    firing, request = waiting
+    _, request = waiting
     resolution_run(post(group(("A", "resolved"), ("B", "resolved"))))
     request.refresh_from_db()
     assert request.status == ApprovalRequest.Status.EXPIRED
