@@ -249,3 +249,20 @@ def test_missing_optional_fields_are_fine(synced: None) -> None:
     payload = {"version": "4", "status": "firing", "alerts": [{"status": "firing", "startsAt": "2026-11-28T10:00:00Z"}]}
     run = one_run(post(payload))
     assert run.context["alert_name"] == "alert" and run.context["severity"] == "critical"
+
+
+def test_a_group_of_thousands_of_alerts_is_claimed_resolved_and_linked_in_one_delivery(synced: None) -> None:
+    def many(status: str) -> dict[str, Any]:
+        alerts = [
+            {"status": status, "startsAt": "2026-11-28T10:00:00Z", "fingerprint": f"many{i}", "labels": {"i": f"{i}"}}
+            for i in range(3000)
+        ]
+        return {"version": "4", "status": status, "alerts": alerts}
+
+    firing = one_run(post(many("firing")))
+    assert AlertEvent.objects.filter(runs=firing).count() == 3000
+    repeat = post(many("firing")).json()
+    assert repeat["workflowRunIds"] == [] and repeat["deduplicated"] == 3000
+    resolved = one_run(post(many("resolved")))
+    assert resolved.context["resolves_run_ids"] == [str(firing.id)]
+    assert AlertEvent.objects.filter(status="resolved", firing_event__runs=firing).count() == 3000
