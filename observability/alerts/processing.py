@@ -25,7 +25,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from config.jsonsafe import bounded, storable_text
@@ -319,7 +319,8 @@ def _claim(alerts: list[Alert], delivery: AlertDelivery, now: datetime) -> tuple
     fresh = set(events)
     existing = [key for key in keys if key not in events]
     window_start = now - timedelta(seconds=settings.WEBHOOK_DEDUP_WINDOW_SECONDS)
-    changed: list[AlertEvent] = []
+    repeated: dict[int, list[int]] = {}  # by how many more times it was seen: event ids
+    renotified: list[int] = []
     for batch in _batches(existing):
         wanted = set(batch)
         found = (
@@ -332,21 +333,18 @@ def _claim(alerts: list[Alert], delivery: AlertDelivery, now: datetime) -> tuple
             if key not in wanted:
                 continue
             events[key] = event
-            event.last_seen_at = now
             if event.notified_at > window_start:
-                event.duplicates += 1
+                repeated.setdefault(1 + repeats.pop(key, 0), []).append(event.pk)
             else:
-                event.notified_at = now
-                event.delivery = delivery
+                renotified.append(event.pk)
                 fresh.add(key)
-            changed.append(event)
-    for key, count in repeats.items():
-        event = events[key]
-        event.duplicates += count
-        if event not in changed:
-            changed.append(event)
-    for batch in _batches(changed):
-        AlertEvent.objects.bulk_update(batch, ["last_seen_at", "notified_at", "delivery", "duplicates"])
+    for key, count in repeats.items():  # repeats of alerts that count as new in this delivery
+        repeated.setdefault(count, []).append(events[key].pk)
+    for count, ids in repeated.items():
+        for batch in _batches(ids):
+            AlertEvent.objects.filter(pk__in=batch).update(last_seen_at=now, duplicates=F("duplicates") + count)
+    for batch in _batches(renotified):
+        AlertEvent.objects.filter(pk__in=batch).update(last_seen_at=now, notified_at=now, delivery=delivery)
     return events, sorted(fresh)
 
 
@@ -424,11 +422,22 @@ def _link_resolutions(resolved: list[AlertEvent]) -> list[WorkflowRun]:
                 event.firing_event = match
                 linked.append(event)
                 firing_ids.append(match.pk)
-    for batch in _batches(linked):
-        AlertEvent.objects.bulk_update(batch, ["firing_event"])
+    if linked:
+        table = AlertEvent._meta.db_table
+        with connection.cursor() as cursor:
+            for batch in _batches(linked):
+                pairs = ", ".join(["(%s, %s)"] * len(batch))
+                cursor.execute(
+                    f"UPDATE {table} SET firing_event_id = link.firing FROM (VALUES {pairs}) AS link (id, firing) "  # noqa: S608 - the model's table
+                    f"WHERE {table}.id = link.id",
+                    [value for event in batch for value in (event.pk, event.firing_event_id)],
+                )
     if not firing_ids:
         return []
-    return list(WorkflowRun.objects.filter(alert_events__id__in=firing_ids).distinct().order_by("created_at", "id"))
+    # The run ids first: DISTINCT over whole runs would compare their (large) contexts row by row.
+    through = AlertEvent.runs.through
+    run_ids = set(through.objects.filter(alertevent_id__in=firing_ids).values_list("workflowrun_id", flat=True))
+    return list(WorkflowRun.objects.filter(id__in=run_ids).order_by("created_at", "id"))
 
 
 def _expire_approvals(runs: list[WorkflowRun]) -> None:
