@@ -341,10 +341,10 @@ def _claim(alerts: list[Alert], delivery: AlertDelivery, now: datetime) -> tuple
     for key, count in repeats.items():  # repeats of alerts that count as new in this delivery
         repeated.setdefault(count, []).append(events[key].pk)
     for count, ids in repeated.items():
-        for batch in _batches(ids):
-            AlertEvent.objects.filter(pk__in=batch).update(last_seen_at=now, duplicates=F("duplicates") + count)
-    for batch in _batches(renotified):
-        AlertEvent.objects.filter(pk__in=batch).update(last_seen_at=now, notified_at=now, delivery=delivery)
+        for id_batch in _batches(ids):
+            AlertEvent.objects.filter(pk__in=id_batch).update(last_seen_at=now, duplicates=F("duplicates") + count)
+    for id_batch in _batches(renotified):
+        AlertEvent.objects.filter(pk__in=id_batch).update(last_seen_at=now, notified_at=now, delivery=delivery)
     return events, sorted(fresh)
 
 
