@@ -33,9 +33,14 @@ from observability.models import AlertDelivery
 from tests.alerts.live import GATED_WORKFLOW, LIVE_DB, LiveService
 from workflows.models import WorkflowRun
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600), LIVE_DB, pytest.mark.usefixtures("synced_live")]
-
 EXAMPLES = os.environ.get("ALERT_FUZZ_EXAMPLES")
+# CI's examples take well under a minute per test; a long run by hand gets a second per example.
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(max(300, int(EXAMPLES or 0))),
+    LIVE_DB,
+    pytest.mark.usefixtures("synced_live"),
+]
 
 
 def fuzz(default: int) -> Any:
