@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
-from alerts import processing
+from alerts import actions
 from alerts.models import AlertDelivery, AlertEvent
 from workflows.models import WorkflowRun
 
@@ -52,7 +53,7 @@ class AlertDeliveryAdmin(admin.ModelAdmin):
         "alert_count",
         "outcome",
         "http_status",
-        "short_error",
+        "reason",
         "run_links",
     ]
     list_filter = ["outcome", "source", "status"]
@@ -73,6 +74,7 @@ class AlertDeliveryAdmin(admin.ModelAdmin):
         "processed_at",
         "content_type",
         "pretty_headers",
+        "raw_size",
         "pretty_body",
     )
     readonly_fields = fields
@@ -83,9 +85,19 @@ class AlertDeliveryAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    @admin.display(description="error")
-    def short_error(self, obj: AlertDelivery) -> str:
-        return Truncator(obj.error).chars(80)
+    @admin.display(description="reason")
+    def reason(self, obj: AlertDelivery) -> str:
+        """Why a delivery was rejected or failed (the full text on hover and on its page)."""
+        if not obj.error:
+            return "-"
+        return format_html("<span title='{}'>{}</span>", obj.error, Truncator(obj.error).chars(120))
+
+    @admin.display(description="bytes received")
+    def raw_size(self, obj: AlertDelivery) -> str:
+        if obj.raw_body is None:
+            return "-"
+        encoding = obj.headers.get("Content-Encoding", "")
+        return f"{len(obj.raw_body)}" + (f" (Content-Encoding: {encoding})" if encoding else "")
 
     @admin.display(description="runs")
     def run_links(self, obj: AlertDelivery) -> str:
@@ -97,16 +109,22 @@ class AlertDeliveryAdmin(admin.ModelAdmin):
 
     @admin.display(description="body")
     def pretty_body(self, obj: AlertDelivery) -> str:
+        if not obj.body and obj.raw_body:
+            return "(the bytes received could not be decoded: see the reason)"
         try:
             text = json.dumps(json.loads(obj.body), indent=2, ensure_ascii=False)
-        except ValueError:
+        except (ValueError, RecursionError):
             text = obj.body
         return format_html("<pre style='white-space: pre-wrap'>{}</pre>", text)
 
     @admin.action(description="Replay: process the stored body again", permissions=["change"])
     def replay(self, request: HttpRequest, queryset: QuerySet[AlertDelivery]) -> None:
         for delivery in queryset.order_by("received_at", "id"):
-            result = processing.replay(delivery)
+            try:
+                result = actions.replay(delivery, acting_user=request.user)
+            except PermissionDenied as refused:
+                self.message_user(request, f"Delivery {delivery.pk}: {refused}", messages.ERROR)
+                return
             runs = result.body.get("workflowRunIds")
             if result.status == 200:
                 started = f"started run(s) {', '.join(runs)}" if runs else "no new alert (all deduplicated)"

@@ -10,6 +10,7 @@ from urllib.parse import quote, urljoin
 from django.conf import settings
 
 from alerts.payload import Alert, Notification
+from config.jsonsafe import storable
 
 logger = logging.getLogger("alerts")
 
@@ -119,30 +120,32 @@ def build_context(
     new_alerts: list[Alert],
     resolves_run_ids: list[str],
 ) -> dict[str, Any]:
-    """The run context: what the notifier says and links to, plus the group as received."""
-    return {
-        "source": notification.source,
-        "status": notification.status,
-        "resolved": notification.status == "resolved",
-        "severity": severity(notification),
-        "alert_name": alert_name(notification),
-        "summary": summary(notification),
-        "message": message(notification),
-        "title": notification.title,
-        "dashboard_url": dashboard_url(notification),
-        "runbook_url": runbook_url(notification),
-        "silence_url": silence_url(notification),
-        "source_url": next((a.generator_url for a in notification.alerts if a.generator_url), ""),
-        "labels": notification.common_labels,
-        "group_labels": notification.group_labels,
-        "group_key": notification.group_key,
-        "external_url": notification.external_url,
-        "receiver": notification.receiver,
-        "alert_count": len(notification.alerts),
-        "new_alert_count": len(new_alerts),
-        "truncated_alerts": notification.truncated_alerts,
-        "alerts": [a.as_context() for a in notification.alerts],
-        "timestamp": received_at.isoformat(),
-        "delivery_id": delivery_id,
-        "resolves_run_ids": resolves_run_ids,
-    }
+    """The run context: what the notifier says and links to, plus the group as received (made storable)."""
+    return storable(
+        {
+            "source": notification.source,
+            "status": notification.status,
+            "resolved": notification.status == "resolved",
+            "severity": severity(notification),
+            "alert_name": alert_name(notification),
+            "summary": summary(notification),
+            "message": message(notification),
+            "title": notification.title,
+            "dashboard_url": dashboard_url(notification),
+            "runbook_url": runbook_url(notification),
+            "silence_url": silence_url(notification),
+            "source_url": next((a.generator_url for a in notification.alerts if a.generator_url), ""),
+            "labels": notification.common_labels,
+            "group_labels": notification.group_labels,
+            "group_key": notification.group_key,
+            "external_url": notification.external_url,
+            "receiver": notification.receiver,
+            "alert_count": len(notification.alerts),
+            "new_alert_count": len(new_alerts),
+            "truncated_alerts": notification.truncated_alerts,
+            "alerts": [a.as_context() for a in notification.alerts],
+            "timestamp": received_at.isoformat(),
+            "delivery_id": delivery_id,
+            "resolves_run_ids": resolves_run_ids,
+        }
+    )

@@ -11,6 +11,7 @@ class AlertDelivery(models.Model):
 
     The raw body is committed in its own transaction first, so a delivery whose processing fails is never
     lost: it stays visible in the admin with outcome ``error`` and its message, and can be replayed there.
+    A rejected delivery (4xx) keeps the reason in ``error``.
     """
 
     class Source(models.TextChoices):
@@ -32,7 +33,15 @@ class AlertDelivery(models.Model):
     alert_count = models.PositiveIntegerField(default=0)
     headers = models.JSONField(default=dict, blank=True, help_text="Relevant request headers; never Authorization.")
     content_type = models.CharField(max_length=200, blank=True)
-    body = models.TextField(blank=True, help_text="The request body as received (decoded as UTF-8).")
+    raw_body = models.BinaryField(
+        null=True,
+        blank=True,
+        help_text="The request body byte for byte as received, before any Content-Encoding is decoded.",
+    )
+    body = models.TextField(
+        blank=True,
+        help_text="The request body as text: Content-Encoding decoded, then UTF-8 (invalid bytes and NUL as U+FFFD).",
+    )
     outcome = models.CharField(max_length=20, choices=Outcome.choices, default=Outcome.RECEIVED, db_index=True)
     http_status = models.PositiveSmallIntegerField(null=True, blank=True)
     error = models.TextField(blank=True)

@@ -14,10 +14,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from config.jsonsafe import bounded, storable, storable_text
+
 SOURCES = {"1": "grafana", "4": "alertmanager"}
 STATUSES = ("firing", "resolved")
 # Go's zero time: Alertmanager's endsAt for an alert with no known end.
 _ZERO_YEAR = 1
+# The columns alert content is written to (alerts.models.AlertEvent).
+FINGERPRINT_MAX_LENGTH = 200
+ALERTNAME_MAX_LENGTH = 300
+GROUP_KEY_MAX_LENGTH = 1000
+# Times that do not fit Python's (and so the service's) range once moved to UTC are clamped to its ends.
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+LATEST = datetime.max.replace(tzinfo=UTC)
 
 
 class PayloadError(ValueError):
@@ -97,8 +106,13 @@ def _iso(moment: datetime) -> str:
 
 
 def _clean(text: str) -> str:
-    # PostgreSQL stores no NUL character in text or jsonb.
-    return text.replace("\x00", "\ufffd")
+    # PostgreSQL stores no NUL character (nor lone surrogates) in text or jsonb.
+    return storable_text(text)
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters."""
+    return bounded(repr(value), limit)
 
 
 class _Reader:
@@ -127,7 +141,7 @@ class _Reader:
         value = self.string(key, required=True)
         if value not in choices:
             allowed = " or ".join(f"'{c}'" for c in choices)
-            raise PayloadError(self.where(key), f"must be {allowed}, not {value!r}")
+            raise PayloadError(self.where(key), f"must be {allowed}, not {shown(value)}")
         return value
 
     def integer(self, key: str, *, minimum: int = 0) -> int | None:
@@ -149,7 +163,7 @@ class _Reader:
         out: dict[str, str] = {}
         for name, item in value.items():
             if not isinstance(item, str):
-                raise PayloadError(f"{self.where(key)}.{name}", f"must be a string, not {_kind(item)}")
+                raise PayloadError(f"{self.where(key)}.{_clean(name)[:100]}", f"must be a string, not {_kind(item)}")
             out[_clean(name)] = _clean(item)
         return out
 
@@ -162,12 +176,16 @@ class _Reader:
         try:
             moment = datetime.fromisoformat(raw)
         except ValueError:
-            raise PayloadError(self.where(key), f"must be an RFC 3339 time, not {raw!r}") from None
+            raise PayloadError(self.where(key), f"must be an RFC 3339 time, not {shown(raw)}") from None
         if moment.tzinfo is None:
-            raise PayloadError(self.where(key), f"must carry a time zone offset, not {raw!r}")
+            raise PayloadError(self.where(key), f"must carry a time zone offset, not {shown(raw)}")
         if moment.year == _ZERO_YEAR:
             return None
-        return moment
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError:
+            # e.g. 9999-12-31T23:00:00-05:00, past the last representable instant in UTC
+            return LATEST if moment.year > 5000 else EARLIEST
 
 
 def _kind(value: Any) -> str:
@@ -182,18 +200,26 @@ def computed_fingerprint(labels: dict[str, str]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+def bounded_fingerprint(fingerprint: str) -> str:
+    """The fingerprint as sent, or, past FINGERPRINT_MAX_LENGTH, its start, a marker and a hash of the whole:
+    two long fingerprints that share a start stay two alerts."""
+    if len(fingerprint) <= FINGERPRINT_MAX_LENGTH:
+        return fingerprint
+    digest = hashlib.sha256(fingerprint.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return bounded(fingerprint, FINGERPRINT_MAX_LENGTH - len(digest) - 1) + "#" + digest
+
+
 def _read_alert(data: Any, path: str) -> Alert:
     r = _Reader(data, path)
     status = r.choice("status", STATUSES)
     labels = r.string_map("labels")
     starts_at = r.time("startsAt", required=True)
-    assert starts_at is not None  # required, and Go's zero time is no start time
+    if starts_at is None:  # Go's zero time: no start time at all
+        raise PayloadError(r.where("startsAt"), "must be a real time, not Go's zero time (year 1)")
     values = r.data.get("values")
     if values is not None and not isinstance(values, dict):
         raise PayloadError(r.where("values"), f"must be an object or null, not {_kind(values)}")
-    fingerprint = r.string("fingerprint") or computed_fingerprint(labels)
-    if len(fingerprint) > 200:
-        raise PayloadError(r.where("fingerprint"), "must be at most 200 characters")
+    fingerprint = bounded_fingerprint(r.string("fingerprint") or computed_fingerprint(labels))
     return Alert(
         status=status,
         labels=labels,
@@ -205,7 +231,7 @@ def _read_alert(data: Any, path: str) -> Alert:
         dashboard_url=r.string("dashboardURL"),
         panel_url=r.string("panelURL"),
         silence_url=r.string("silenceURL"),
-        values=values,
+        values=None if values is None else storable(values),
         value_string=r.string("valueString"),
     )
 
@@ -215,7 +241,7 @@ def parse(data: Any) -> Notification:
     r = _Reader(data, "")
     version = r.string("version", required=True)
     if version not in SOURCES:
-        raise PayloadError("version", f"must be '1' (Grafana) or '4' (Alertmanager), not {version!r}")
+        raise PayloadError("version", f"must be '1' (Grafana) or '4' (Alertmanager), not {shown(version)}")
     status = r.choice("status", STATUSES)
     raw_alerts = r.data.get("alerts")
     if not isinstance(raw_alerts, list):
@@ -230,7 +256,7 @@ def parse(data: Any) -> Notification:
         status=status,
         alerts=alerts,
         receiver=r.string("receiver"),
-        group_key=r.string("groupKey")[:1000],
+        group_key=bounded(r.string("groupKey"), GROUP_KEY_MAX_LENGTH),
         group_labels=r.string_map("groupLabels"),
         common_labels=r.string_map("commonLabels"),
         common_annotations=r.string_map("commonAnnotations"),

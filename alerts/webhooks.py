@@ -1,10 +1,13 @@
 """POST /webhooks/grafana: Grafana (payload version "1") and Alertmanager (version "4") notifications.
 
 Answers: 200 ``{"workflowRunIds": [...], "deliveryId": n, "deduplicated": n}``; 401 when authentication
-fails; 413 over WEBHOOK_MAX_BODY_BYTES; 415 for a Content-Type other than JSON (no Content-Type is read as
-JSON); 400 for malformed JSON; 422 naming the field that breaks the schema; 503 when a valid payload could
-not be processed (stored with outcome "error", replayable from the admin; the sender retries too).
-Every authenticated request is stored before it is read, whatever it contains.
+fails; 413 over WEBHOOK_MAX_BODY_BYTES (also once a gzip body is decompressed); 415 for a Content-Type other
+than JSON (no Content-Type is read as JSON) or a Content-Encoding other than gzip; 400 for malformed gzip,
+UTF-8 or JSON; 422 naming the field that breaks the schema. Content never causes a 5xx: 503 means the
+database failed transiently (the sender's retry can succeed), 500 a failure on the service's side; both are
+stored with outcome "error" and replayable from the admin. Every authenticated request within the size
+limit is stored byte for byte before it is read, whatever it contains. Authentication (HMAC included) is
+over the bytes as sent, before any Content-Encoding is decoded.
 """
 
 from __future__ import annotations
@@ -54,11 +57,5 @@ def grafana(request: HttpRequest) -> JsonResponse:
         if settings.WEBHOOK_TOKEN:
             response["WWW-Authenticate"] = 'Bearer realm="alert webhook"'
         return response
-    delivery = processing.store(body, request.headers)
-    try:
-        body.decode("utf-8")
-        utf8 = True
-    except UnicodeDecodeError:
-        utf8 = False
-    result = processing.process(delivery, utf8=utf8)
+    result = processing.receive(body, request.headers)
     return JsonResponse(result.body, status=result.status)

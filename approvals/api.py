@@ -16,7 +16,7 @@ from accounts import permissions
 from approvals import services
 from approvals.models import ApprovalDecision, ApprovalRequest
 from config.apikit import ErrorOut, Pagination, require, with_errors
-from config.jsonsafe import NO_NUL, json_object, unstorable
+from config.jsonsafe import NO_NUL, QueryText, json_object, unstorable
 
 router = Router(tags=["approvals"])
 
@@ -148,7 +148,7 @@ ApprovalStatus = ApprovalRequest.Status
 
 class ApprovalFilters(Schema):
     status: ApprovalStatus | None = None
-    workflow: str | None = None
+    workflow: QueryText | None = None
     run: uuid.UUID | None = None
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, WithJsonSchema
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
@@ -99,3 +101,66 @@ def expand_storable(node: Any) -> None:
     elif isinstance(node, list):
         for child in node:
             expand_storable(child)
+
+
+# What ``storable`` puts in place of what PostgreSQL cannot hold. Documented in the README (alerts section).
+NON_FINITE = {"nan": "NaN", "inf": "+Inf", "-inf": "-Inf"}  # Prometheus's own spelling of these values
+NUL_REPLACEMENT = "\ufffd"
+TOO_DEEP = "…(nested too deeply)"
+MAX_DEPTH = 32
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def storable_text(text: str) -> str:
+    """``text`` with what PostgreSQL's text and jsonb cannot hold (NUL, lone UTF-16 surrogates) replaced by U+FFFD."""
+    if "\x00" in text:
+        text = text.replace("\x00", NUL_REPLACEMENT)
+    return _SURROGATE.sub(NUL_REPLACEMENT, text)
+
+
+def storable(value: Any, depth: int = 0) -> Any:
+    """A copy of a parsed JSON value that ``jsonb`` can store, for content that is kept rather than refused.
+
+    Non-finite numbers become the strings "NaN", "+Inf" and "-Inf"; NUL characters and lone surrogates in
+    strings and keys become U+FFFD; anything nested deeper than MAX_DEPTH becomes the string TOO_DEEP (which
+    also keeps the encoder off Python's recursion limit). Integers too long to print (over 4,000 digits)
+    become "+Inf" or "-Inf".
+    """
+    if isinstance(value, str):
+        return storable_text(value)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return NON_FINITE["nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")]
+    if isinstance(value, int):
+        if value.bit_length() > 13_000:  # ~4,000 decimal digits: Python refuses to print more by default
+            return NON_FINITE["inf" if value > 0 else "-inf"]
+        return value
+    if depth >= MAX_DEPTH and isinstance(value, dict | list | tuple):
+        return TOO_DEEP
+    if isinstance(value, dict):
+        return {storable_text(str(k)): storable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v, depth + 1) for v in value]
+    return storable_text(str(value))
+
+
+TRUNCATED = "…"  # the visible marker at the end of text cut to fit its column
+
+
+def bounded(text: str, limit: int) -> str:
+    """``text`` made storable and cut to ``limit`` characters, ending in TRUNCATED when it was cut."""
+    text = storable_text(text)
+    return text if len(text) <= limit else text[: limit - len(TRUNCATED)] + TRUNCATED
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("NUL character not allowed")
+    return value
+
+
+# A text query parameter (e.g. ``?workflow=``) that reaches the database: 422 naming it if it holds NUL.
+QueryText = Annotated[str, AfterValidator(_no_nul), WithJsonSchema({"type": "string", "pattern": NO_NUL})]

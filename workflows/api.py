@@ -12,7 +12,7 @@ from pydantic import ConfigDict, ValidationInfo, field_validator, model_validato
 
 from accounts import permissions
 from config.apikit import ErrorOut, Pagination, require, with_errors
-from config.jsonsafe import STORABLE_OBJECT, json_object, unstorable
+from config.jsonsafe import STORABLE_OBJECT, QueryText, json_object, unstorable
 from workflows import actions, services
 from workflows.models import RunStatus, Workflow, WorkflowRun
 
@@ -241,7 +241,7 @@ def trigger(
 
 @router.get("/runs", response=with_errors({200: list[RunOut]}), summary="List runs, newest first")
 @paginate(Pagination)
-def list_runs(request: HttpRequest, status: RunStatus | None = None, workflow: str | None = None) -> Any:
+def list_runs(request: HttpRequest, status: RunStatus | None = None, workflow: QueryText | None = None) -> Any:
     require(request, permissions.VIEW_RUNS)
     runs = WorkflowRun.objects.select_related("workflow").order_by("-created_at")
     if status:

@@ -10,7 +10,7 @@ The kinds, each with its own setting (0 keeps that kind forever):
   is only what neither saw. Keep the retention far above the longest task (a chain of steps runs inline in
   one task).
 - what the apps above add with ``add_kinds`` (before ``runs``): the alert webhook's ``alert_events`` and
-  ``alert_deliveries``, older than ALERT_RETENTION_DAYS (see observability.alerts.retention).
+  ``alert_deliveries``, older than ALERT_RETENTION_DAYS (see alerts.retention).
 - ``runs``: terminal runs finished more than RUN_RETENTION_DAYS ago (default 0: kept forever), with their
   steps, attempts, transitions and approvals (all CASCADE). A rerun of a deleted run keeps its own snapshot
   and loses only the ``rerun_of`` link (SET_NULL).

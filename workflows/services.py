@@ -10,6 +10,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from config.jsonsafe import bounded
 from workflows import events, runner
 from workflows.models import (
     RunStatus,
@@ -21,6 +22,9 @@ from workflows.models import (
     WorkflowNode,
     WorkflowRun,
 )
+
+TRIGGER_DETAIL_MAX_LENGTH = WorkflowRun._meta.get_field("trigger_detail").max_length or 300
+ACTOR_MAX_LENGTH = RunTransition._meta.get_field("actor").max_length or 200
 
 
 class WorkflowDisabled(Exception):
@@ -77,6 +81,7 @@ def trigger_workflow(
     """
     if not workflow.enabled:
         raise WorkflowDisabled(workflow)
+    trigger_detail = bounded(trigger_detail, TRIGGER_DETAIL_MAX_LENGTH)
     if not trace_id:
         # The run joins the trace of the request (or alert) that triggers it.
         trace_id, trace_context = events.telemetry.new_run_context()
@@ -137,7 +142,8 @@ def _create(workflow: Workflow, *, definition: dict[str, Any], **fields: Any) ->
         )
         for i, node in enumerate(definition["nodes"])
     )
-    actor = getattr(user, "username", "") or fields.get("trigger_detail", "")
+    # RunTransition.actor is shorter than trigger_detail (an alert group's names can fill both).
+    actor = bounded(getattr(user, "username", "") or fields.get("trigger_detail", ""), ACTOR_MAX_LENGTH)
     RunTransition.objects.create(run=run, from_status="", to_status=RunStatus.PENDING, actor=actor, at=now)
     events.run_transitioned(run, "", RunStatus.PENDING, reason=f"triggered via {run.trigger}", actor=actor)
     for step, is_ready in zip(steps, ready, strict=True):

@@ -19,6 +19,7 @@ from django.test import Client
 
 from alerts.auth import sign
 from alerts.models import AlertDelivery
+from tests.alerts.live import committed_workflows, live_service, synced_live  # noqa: F401 - live-server fixtures
 from workflows.models import WorkflowRun
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import pytest
@@ -87,3 +88,28 @@ def test_viewers_cannot_replay(synced: None, viewer: Any) -> None:
     page = client.get(reverse("admin:alerts_alertdelivery_changelist"))
     assert page.status_code == 200
     assert 'value="replay"' not in page.content.decode()
+
+
+def test_every_rejected_delivery_shows_why_in_the_list_and_on_its_page(synced: None, admin_client: Client) -> None:
+    import gzip
+
+    bad = fixture("alertmanager_firing")
+    bad["alerts"][0]["startsAt"] = "soon"
+    post(bad)
+    post(raw=b"{nope")
+    post(raw=b"status=firing", content_type="text/plain")
+    post(raw=b"\x1f\x8b garbage", headers={"Content-Encoding": "gzip"})
+    post(raw=gzip.compress(b"{}"), headers={"Content-Encoding": "br"})
+    rejected = list(AlertDelivery.objects.filter(outcome=AlertDelivery.Outcome.REJECTED))
+    assert len(rejected) == 5 and all(d.error for d in rejected)
+    listing = admin_client.get(reverse("admin:alerts_alertdelivery_changelist")).content.decode()
+    for delivery in rejected:
+        page = admin_client.get(reverse("admin:alerts_alertdelivery_change", args=[delivery.pk]))
+        shown = html.escape(delivery.error, quote=True)
+        assert shown in page.content.decode(), delivery.error
+        assert f"title='{shown}'" in listing or f'title="{shown}"' in listing, delivery.error
+    assert "alerts[0].startsAt must be an RFC 3339 time, not &#x27;soon&#x27;" in listing
+    assert (
+        "the bytes received could not be decoded"
+        in admin_client.get(reverse("admin:alerts_alertdelivery_change", args=[rejected[1].pk])).content.decode()
+    )

@@ -189,3 +189,12 @@ def test_a_reject_without_reason_of_a_decided_request_is_409_not_422(api, gated,
     response = api.post(f"/api/approvals/{req.id}/reject", {})
     assert response.status_code == 409
     assert response.json()["status"] == "APPROVED" and "already decided by otto at" in response.json()["detail"]
+
+
+def test_a_nul_character_in_the_workflow_filter_is_422_naming_the_parameter(api, gated):
+    at_gate(start(gated))
+    response = api.get("/api/approvals?workflow=api%00gate")
+    assert response.status_code == 422, response.content
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["query", "workflow"] and "NUL character not allowed" in error["msg"]
+    assert api.get("/api/approvals?workflow=api-gate").json()["count"] == 1

@@ -342,3 +342,14 @@ def test_health_endpoints(db: None) -> None:
     client = Client()
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"status": "ok", "database": "ok"}
+
+
+@pytest.mark.parametrize("value", ["scan%00and-notify", "%00", "x%00"])
+def test_a_nul_character_in_the_workflow_filter_is_422_naming_the_parameter(
+    synced: None, api: ApiClient, value: str
+) -> None:
+    response = api.get(f"/api/runs?workflow={value}")
+    assert response.status_code == 422, response.content
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["query", "workflow"] and "NUL character not allowed" in error["msg"]
+    assert api.get("/api/runs?workflow=scan-and-notify%C3%A9").json()["count"] == 0  # other text is fine
