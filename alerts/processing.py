@@ -11,6 +11,9 @@ What a sender gets: 200 with the runs; a 4xx naming the problem for anything the
 ``rejected`` with the reason); 503 only when retrying can help: a transient database failure (unreachable,
 lock or statement timeout) or the alert workflow missing or disabled; 500 for any other failure on the
 service's side. Both are stored as ``error`` and replayable.
+
+About 490 lines: the path from stored bytes to runs is kept in one module so that every outcome (stored,
+rejected, error, processed, deduplicated) is decided in one place and replay follows the same lines.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ Sections: chain, throughput (with commits per run), idle_latency, worker_memory 
 (bench/api.py); limit (bench/pglimit.py); peers (bench/peers/: Celery + Redis, Prefect 3 and DBOS Transact from
 their own venv, each beside ours with telemetry off; --peers picks some). In --quick the peers are skipped unless
 named in --only. The machine's 1-minute load average is recorded after every section.
+
+About 500 lines: the command line, the table and the JSON of every section live here, so that one run
+prints one consistent table.
 """
 
 from __future__ import annotations

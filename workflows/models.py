@@ -1,3 +1,9 @@
+"""The core's models: workflows and their nodes, runs with their transitions, and steps, each run and step
+moving only through its move table (``WorkflowRun.transition``, ``RunStep.move``).
+
+About 410 lines: the two move tables and the models they guard belong together.
+"""
+
 from __future__ import annotations
 
 import uuid
