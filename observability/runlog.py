@@ -79,6 +79,10 @@ def retry_scheduled(run: WorkflowRun, step: RunStep, node: dict[str, Any], *, re
 
 
 def attempt_started(run: WorkflowRun, step: RunStep, attempt: AgentRun, node: dict[str, Any]) -> None:
+    # A debug line: where it is not written (the default level is INFO), an attempt costs one record, its outcome's,
+    # and nothing else here, not even making the run's trace current.
+    if not logger.isEnabledFor(logging.DEBUG):
+        return
     with in_run(run):
         logger.debug(
             "step %s attempt %s started",

@@ -106,13 +106,27 @@ def _parse(carrier: dict[str, str]) -> tuple[int, int, TraceFlags] | None:
     return span.trace_id, span.span_id, span.trace_flags
 
 
+_RUN_CONTEXT_ATTR = "_otel_run_context"
+
+
 def run_context(run: WorkflowRun) -> Context | None:
-    """A context whose (remote) current span is the run's workflow.execute span."""
+    """A context whose (remote) current span is the run's workflow.execute span.
+
+    Kept on the run object for as long as its carrier stays the same: each attempt of a run asks for it
+    several times (its span, its log records), and a worker's chain of steps shares one object.
+    """
     carrier = run.trace_context or {}
     if "traceparent" not in carrier:
         return None
-    ctx = _propagator.extract(carrier)
-    return ctx if trace.get_current_span(ctx).get_span_context().is_valid else None
+    key = (carrier["traceparent"], carrier.get("tracestate"))
+    cached = run.__dict__.get(_RUN_CONTEXT_ATTR)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    ctx: Context | None = _propagator.extract(carrier)
+    if not trace.get_current_span(ctx).get_span_context().is_valid:
+        ctx = None
+    run.__dict__[_RUN_CONTEXT_ATTR] = (key, ctx)
+    return ctx
 
 
 def _workflow_attributes(run: WorkflowRun) -> dict[str, Any]:

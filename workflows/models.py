@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -250,12 +251,17 @@ class WorkflowRun(models.Model):
         end = self.finished_at or timezone.now()
         return (end - self.started_at).total_seconds()
 
-    def transition(self, target: str, *, reason: str = "", actor: str = "") -> RunTransition:
-        """Moves to ``target`` or raises InvalidTransition; records the change. Caller holds the row lock."""
+    def transition(
+        self, target: str, *, reason: str = "", actor: str = "", at: datetime | None = None
+    ) -> RunTransition:
+        """Moves to ``target`` or raises InvalidTransition; records the change. Caller holds the row lock.
+
+        ``at`` is when the move happened, if not now (a run starts when its first attempt did).
+        """
         if target not in _RUN_MOVES[self.status]:
             raise InvalidTransition("run", self.status, target)
         previous = self.status
-        now = timezone.now()
+        now = at or timezone.now()
         self.status = target
         fields = ["status", "updated_at"]
         if target == RunStatus.RUNNING and self.started_at is None:

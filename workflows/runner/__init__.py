@@ -12,9 +12,11 @@ transaction that first locks the run row, so the decisions for one run are seria
 
 A worker that finishes a step claims the next ready step of the same run inside that transaction and runs
 it directly, so a sequential chain pays no queue latency per step; further ready steps are enqueued for
-other workers. A claimed step holds a lease that the executing worker renews; the reaper
-(``reap_expired_leases``) closes attempts whose lease expired and re-queues or fails the step per its
-retry policy, and re-enqueues READY steps whose queue message was lost (``requeue_stale_ready``).
+other workers. An attempt's row is written in the transaction that claims its step (from the queue or inline),
+so no step is RUNNING without its attempt and starting one costs no commit of its own. A claimed step holds a
+lease that the executing worker renews; the reaper (``reap_expired_leases``) closes attempts whose lease expired
+and re-queues or fails the step per its retry policy, and re-enqueues READY steps whose queue message was lost
+(``requeue_stale_ready``).
 
 Faults are not failures. An attempt cut short by infrastructure (its worker died or lost the database for
 longer than the lease, or handed it back at shutdown) does not count against the node's max_attempts: the step

@@ -2,8 +2,9 @@
 thread renews the lease and enforces the timeout, and records the outcome, retrying the recording on a fresh
 connection while the lease lasts (``lease.through_outage``), so a database restart costs no finished attempt.
 
-A worker that finishes a step claims the next ready step of the same run inside the recording transaction and
-runs it directly, so a sequential chain pays no queue latency per step.
+A worker that finishes a step claims the next ready step of the same run inside the recording transaction, writes
+its attempt's row there too, and runs it directly, so a sequential chain pays no queue latency per step. A step
+taken from the queue gets its attempt's row in the claim's transaction likewise.
 
 About 440 lines: one attempt's life from claim to recorded outcome, kept whole because its recovery paths
 (outage retries, a commit whose answer was lost, the ownership checks) read only side by side.
@@ -16,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import connections, transaction
@@ -53,17 +54,23 @@ def run_step(step_id: int) -> None:
     """Entry point of the task: claim the step, run it, and keep going inline while the run has work."""
     worker = worker_id()
     now = timezone.now()
+    agents = AgentLookup()
     tries = 0
 
-    def take() -> bool:
+    def take() -> Started | None:
         nonlocal tries
         tries += 1
-        if claim(step_id, worker, now):
-            return True
+        # The attempt's row is written with the claim: one transaction, and no step is RUNNING without its attempt.
+        with transaction.atomic():
+            if claim(step_id, worker, now):
+                return _start_attempt(step_id, worker, agents, retried=False)
         # After a try whose answer was lost, the step may be this worker's already (it runs one task at a time).
-        return tries > 1 and RunStep.objects.filter(id=step_id, status=StepStatus.RUNNING, worker_id=worker).exists()
+        if tries > 1 and RunStep.objects.filter(id=step_id, status=StepStatus.RUNNING, worker_id=worker).exists():
+            return _start_attempt(step_id, worker, agents, retried=True)
+        return None
 
-    if not through_outage(f"claiming step {step_id}", take, time.monotonic() + settings.RUNNER_LEASE_SECONDS):
+    started = through_outage(f"claiming step {step_id}", take, time.monotonic() + settings.RUNNER_LEASE_SECONDS)
+    if started is None:
         # A queue whose scheduler rounds times (RQ: to the second) may deliver a deferred retry a little
         # early; put it back for its time rather than leave it to the stale-READY sweep. "Early" is judged
         # at the instant the claim used: judged later, the time may have come in between, and the step
@@ -76,8 +83,7 @@ def run_step(step_id: int) -> None:
         if early is not None:
             enqueue_step(step_id, early)
         return
-    claimed: RunStep | int | None = step_id
-    agents = AgentLookup()
+    claimed: Started | RunStep | int | None = started
     while claimed is not None:
         claimed = execute_claimed(claimed, worker, agents)
 
@@ -117,6 +123,17 @@ class Outcome:
 RELEASED = "RELEASED"
 
 
+class Started(NamedTuple):
+    """An attempt whose row is written; ``outcome`` is set when it cannot run at all."""
+
+    run: WorkflowRun
+    step: RunStep
+    node: dict[str, Any]
+    attempt: AgentRun
+    agent: Agent | None
+    outcome: Outcome | None
+
+
 def template_scope(run: WorkflowRun, template: Any) -> dict[str, Any]:
     """What an inputs template may reference; only the upstream outputs it names are loaded."""
     wanted = {ref.split(".")[1] for ref in references(template) if ref.startswith("steps.")}
@@ -132,43 +149,58 @@ def template_scope(run: WorkflowRun, template: Any) -> dict[str, Any]:
     }
 
 
-def execute_claimed(claimed: RunStep | int, worker: str, agents: AgentLookup | None = None) -> RunStep | None:
+def execute_claimed(
+    claimed: Started | RunStep | int, worker: str, agents: AgentLookup | None = None
+) -> Started | RunStep | None:
     """Runs one attempt of a step this worker has claimed; returns the next step it claimed inline.
 
-    ``claimed`` is a step id (claimed from the queue) or the step that ``advance`` claimed inline, which comes
-    with its run already loaded. Starting the attempt (its row, its inputs) is retried on a fresh connection
-    while the claim's lease lasts, like recording its outcome, so a database restart costs no attempt.
+    ``claimed`` is usually ``Started``: the attempt's row was written in the transaction that claimed the step
+    (from the queue, or inline when the previous step's outcome was recorded). Otherwise it is a step id or a
+    step (with its run loaded) whose claim committed although its answer was lost: its attempt's row, if that
+    commit wrote one, is looked up before one is written. Starting the attempt and moving a PENDING run to
+    RUNNING are retried on a fresh connection while the claim's lease lasts, like recording the outcome, so a
+    database restart costs no attempt.
     """
     lookup = agents or AgentLookup()
-    tries = 0
-
-    def start() -> tuple[WorkflowRun, RunStep, dict[str, Any], AgentRun, Agent | None, Outcome | None]:
-        nonlocal tries
-        tries += 1
-        return _start_attempt(claimed, worker, lookup, retried=tries > 1)
-
     until = time.monotonic() + settings.RUNNER_LEASE_SECONDS  # the lease was taken a moment ago, with the claim
-    run, step, node, attempt, agent, outcome = through_outage("starting a step", start, until)
+    if isinstance(claimed, Started):
+        started = claimed
+    else:
+        step_or_id = claimed
+        started = through_outage(
+            "starting a step", lambda: _start_attempt(step_or_id, worker, lookup, retried=True), until
+        )
+    run, step, node, attempt, agent, outcome = started
+    if run.status == RunStatus.PENDING:
+        through_outage("starting a run", lambda: _mark_running(run, step, attempt, worker), until)
     events.attempt_started(run, step, attempt, node)
     if outcome is None:
         assert agent is not None
         with events.attempt_running(run, step, attempt, node):
             outcome = _supervise(run, step, attempt, node, agent, worker)
-    return _finish_attempt(run, step, attempt, node, worker, outcome)
+    return _finish_attempt(run, step, attempt, node, worker, outcome, lookup)
 
 
-def _start_attempt(
-    claimed: RunStep | int, worker: str, agents: AgentLookup, *, retried: bool
-) -> tuple[WorkflowRun, RunStep, dict[str, Any], AgentRun, Agent | None, Outcome | None]:
-    """Loads what the attempt needs and writes its row; the outcome is set when it cannot run at all."""
+def _mark_running(run: WorkflowRun, step: RunStep, attempt: AgentRun, worker: str) -> None:
+    """Moves the run of its first started step from PENDING to RUNNING, under the run's lock; the run started
+    when that attempt did.
+
+    A transaction of its own, after the claim's: the claim holds the step's row, and taking the run's lock
+    after it would invert the order in which the run's other writers (cancel, a failing parallel step) take them.
+    """
+    with transaction.atomic():
+        lock_run(run)
+        if run.status == RunStatus.PENDING:
+            run.transition(RunStatus.RUNNING, reason=f"step {step.key} started", actor=worker, at=attempt.started_at)
+
+
+def _start_attempt(claimed: RunStep | int, worker: str, agents: AgentLookup, *, retried: bool) -> Started:
+    """Loads what the attempt needs and writes its row, in the caller's transaction if there is one.
+
+    With ``retried``, a row that an earlier try wrote (its commit got through, its answer was lost) is taken.
+    """
     step = claimed if isinstance(claimed, RunStep) else RunStep.objects.select_related("run").get(id=claimed)
     run = step.run
-    if run.status == RunStatus.PENDING:
-        with transaction.atomic():
-            locked = WorkflowRun.objects.select_for_update().get(id=run.id)
-            if locked.status == RunStatus.PENDING:
-                locked.transition(RunStatus.RUNNING, reason=f"step {step.key} started", actor=worker)
-            run = locked
     node = run.node(step.key)
     attempt = AgentRun(
         run=run,
@@ -200,7 +232,7 @@ def _start_attempt(
     else:  # a try whose INSERT got through although its answer was lost
         attempt = written
         attempt.run, attempt.step, attempt.agent = run, step, agent
-    return run, step, node, attempt, agent, outcome
+    return Started(run, step, node, attempt, agent, outcome)
 
 
 def _supervise(
@@ -339,8 +371,14 @@ def _close_attempt(attempt: AgentRun, outcome: Outcome, now: datetime) -> bool:
 
 
 def _finish_attempt(
-    run: WorkflowRun, step: RunStep, attempt: AgentRun, node: dict[str, Any], worker: str, outcome: Outcome
-) -> RunStep | None:
+    run: WorkflowRun,
+    step: RunStep,
+    attempt: AgentRun,
+    node: dict[str, Any],
+    worker: str,
+    outcome: Outcome,
+    agents: AgentLookup,
+) -> Started | RunStep | None:
     """Records the attempt's outcome and moves the run on; returns the next step claimed inline, if any.
 
     A connection that dies meanwhile is replaced and the recording tried again until the lease would have run
@@ -353,14 +391,14 @@ def _finish_attempt(
         deadline += max(0.0, (step.lease_expires_at - timezone.now()).total_seconds())
     tries = 0
 
-    def record() -> RunStep | None:
+    def record() -> Started | RunStep | None:
         nonlocal tries
         tries += 1
         if tries > 1:
             closed = AgentRun.objects.filter(id=attempt.id).values_list("status", flat=True).first()
             if closed is not None and closed != AgentRun.Status.RUNNING:
                 return _claimed_by_lost_commit(run, step, worker) if closed == AgentRun.Status.SUCCESS else None
-        return _record_outcome(run, step, attempt, node, worker, outcome)
+        return _record_outcome(run, step, attempt, node, worker, outcome, agents)
 
     return through_outage(f"recording attempt {attempt.attempt} of step {step.key}", record, deadline)
 
@@ -378,8 +416,14 @@ def _claimed_by_lost_commit(run: WorkflowRun, step: RunStep, worker: str) -> Run
 
 
 def _record_outcome(
-    run: WorkflowRun, step: RunStep, attempt: AgentRun, node: dict[str, Any], worker: str, outcome: Outcome
-) -> RunStep | None:
+    run: WorkflowRun,
+    step: RunStep,
+    attempt: AgentRun,
+    node: dict[str, Any],
+    worker: str,
+    outcome: Outcome,
+    agents: AgentLookup,
+) -> Started | None:
     with transaction.atomic():
         lock_run(run)
         now = timezone.now()
@@ -438,5 +482,7 @@ def _record_outcome(
         if _close_attempt(attempt, outcome, now):
             events.attempt_finished(run, step, attempt, node)
         if owned and outcome.status == AgentRun.Status.SUCCESS:
-            return advance(run, now, inline_worker=worker)
+            inline = advance(run, now, inline_worker=worker)
+            # The next step's attempt row is written with its claim, in this transaction.
+            return None if inline is None else _start_attempt(inline, worker, agents, retried=False)
         return None
